@@ -56,9 +56,12 @@ def _plain(o):
 def write_json(path, obj, indent:int=2) -> Path:
     "Write `obj` as JSON to `path` atomically (temp file + rename)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(_plain(obj), indent=indent, sort_keys=True, ensure_ascii=False), encoding='utf-8')
-    os.replace(tmp, path)
+    text = json.dumps(_plain(obj), indent=indent, sort_keys=True, ensure_ascii=False)  # fails before touching the file
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        tmp.write_text(text, encoding='utf-8')
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
     return path
 
 def read_json(path):
@@ -202,25 +205,36 @@ class FeatureCache:
         chunks = {c: np.load(self._dir(key)/c) for c in {idx['rows'][h][0] for h in hashes}}
         return np.stack([chunks[idx['rows'][h][0]][idx['rows'][h][1]] for h in hashes])
 
+    def _add(self, key:str, todo:list, v:np.ndarray) -> dict:
+        "Store a new chunk under a unique name and merge it into the index under a file lock."
+        import fcntl, uuid
+        d = self._dir(key); d.mkdir(parents=True, exist_ok=True)
+        name = f'chunk-{uuid.uuid4().hex[:12]}.npy'
+        np.save(d/name, v)
+        with open(d/'.lock', 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be filling the same key
+            idx = self._index(key)
+            idx['chunks'].append(name)
+            idx['rows'].update({h: [name, i] for i, h in enumerate(todo) if h not in idx['rows']})
+            write_json(d/'index.json', idx, indent=None)
+        return idx
+
     def get(self, key:str, # names the model: backbone, weights and input size
             hashes:list, # one content hash per item
             compute, # called with the positions of missing items, returns their vectors (n, d)
            ) -> np.ndarray:
         "Vectors for `hashes`, computing (and storing) only the missing ones."
-        idx = self._index(key)
-        todo = sorted({h for h in hashes if h not in idx['rows']}, key=list(hashes).index)
+        hashes, idx = list(hashes), self._index(key)
+        first = {}
+        for i, h in enumerate(hashes): first.setdefault(h, i)
+        todo = [h for h in first if h not in idx['rows']]
         if todo:
-            pos = [list(hashes).index(h) for h in todo]
+            pos = [first[h] for h in todo]
             v = np.asarray(compute(pos), dtype=np.float32)
             if len(v) != len(pos): raise ValueError(f"compute returned {len(v)} vectors for {len(pos)} items")
             self.computed += len(pos)
-            name = f'chunk{len(idx["chunks"]):05d}.npy'
-            self._dir(key).mkdir(parents=True, exist_ok=True)
-            np.save(self._dir(key)/name, v)
-            idx['chunks'].append(name)
-            idx['rows'].update({h: [name, i] for i, h in enumerate(todo)})
-            write_json(self._dir(key)/'index.json', idx, indent=None)
-        return self._load(key, idx, list(hashes))
+            idx = self._add(key, todo, v)
+        return self._load(key, idx, hashes)
 
     def clear(self, key:str):
         "Forget every vector stored under `key`."

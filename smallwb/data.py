@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #2
 from __future__ import annotations
-import warnings, unicodedata
+import io, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -24,17 +24,19 @@ MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold
 IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 
 # %% ../nbs/01_data.ipynb #6
+def _to_u8(a:np.ndarray) -> np.ndarray:
+    "Scale integer/float pixel values to 0..255 by their range: [0,1] floats, 8-bit, 16-bit, else by the maximum."
+    hi = a.max() if a.size else 1.
+    scale = 1. if hi <= 1 and a.dtype.kind == 'f' else 255. if hi <= 255 else 65535. if hi <= 65535 else float(hi)
+    return np.clip(a/scale*255, 0, 255).round().astype(np.uint8)
+
 def to_rgb(im:Image.Image) -> Image.Image:
     "Convert any PIL mode to RGB: 16-bit and float scaled to 8-bit, transparency composited on white."
-    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'):
-        a = np.asarray(im, dtype=np.float64)
-        hi = 65535. if im.mode.startswith('I;16') else max(a.max(), 1.)
-        im = Image.fromarray(np.clip(a/hi*255, 0, 255).round().astype(np.uint8), 'L')
+    if im.mode.startswith('I;16'): im = Image.fromarray(np.clip(np.asarray(im, np.float64)/65535*255, 0, 255).round().astype(np.uint8), 'L')
+    elif im.mode in ('I', 'F'): im = Image.fromarray(_to_u8(np.asarray(im, np.float64)), 'L')
     if im.mode == 'P': im = im.convert('RGBA')
-    if im.mode in ('RGBA', 'LA', 'PA'):
-        im = im.convert('RGBA')
-        bg = Image.new('RGBA', im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(bg, im)
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
+        im = Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA'))
     return im.convert('RGB')
 
 # %% ../nbs/01_data.ipynb #7
@@ -46,19 +48,24 @@ def open_image(path, # image file
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"{p}: no such file")
     if p.stat().st_size == 0: raise BadImage(f"{p}: empty file (0 bytes)")
+    bomb = f"(possible decompression bomb; pass a larger max_pixels if the image is genuine)"
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter('error', Image.DecompressionBombWarning)
-            im = Image.open(p)
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # our own limit below decides
+            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
+            try: im = Image.open(io.BytesIO(p.read_bytes()))  # not the path: Pillow's memory-mapped TIFF path garbles rotated images
+            finally: Image.MAX_IMAGE_PIXELS = old
             w, h = im.size
-            if w*h > max_pixels: raise BadImage(f"{p}: {w}x{h} = {w*h:,} pixels is over the limit of {max_pixels:,} (possible decompression bomb; raise max_pixels if the image is genuine)")
+            if w*h > max_pixels: raise BadImage(f"{p}: {w}x{h} = {w*h:,} pixels is over the limit of {max_pixels:,} {bomb}")
             im.load()
     except BadImage: raise
+    except PermissionError: raise BadImage(f"{p}: cannot read the file (permission denied)") from None
     except UnidentifiedImageError: raise BadImage(f"{p}: not an image file (no image format recognised)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e: raise BadImage(f"{p}: too large ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e: raise BadImage(f"{p}: corrupt or truncated image ({e})") from None
+    except Image.DecompressionBombError as e: raise BadImage(f"{p}: too large, {e} {bomb}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e: raise BadImage(f"{p}: corrupt or truncated image ({e})") from None
     if min(im.size) < min_side: raise BadImage(f"{p}: {im.size[0]}x{im.size[1]} is too small (each side must be at least {min_side} pixels)")
-    return ImageOps.exif_transpose(im)
+    try: return ImageOps.exif_transpose(im)
+    except Exception as e: raise BadImage(f"{p}: unreadable EXIF orientation ({e})") from None
 
 # %% ../nbs/01_data.ipynb #8
 def resize_rgb(a:np.ndarray, size:int|None) -> np.ndarray:
@@ -96,13 +103,14 @@ class Dataset:
     arrays: np.ndarray = None  # in-memory images (N, H, W, 3) uint8, when the items are not files
     report: SkipReport = field(default_factory=SkipReport)
     name: str = 'dataset'
+    root: str = None  # the folder the items came from (manifests list paths relative to it)
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if self.splits is None: self.splits = np.full(len(self.items), '', dtype=object)
         self.splits = np.asarray(self.splits, dtype=object)
         if not (len(self.items) == len(self.labels) == len(self.splits)):
-            raise ValueError(f"{self.name}: {len(self.items)} items but {len(self.labels)} labels")
+            raise ValueError(f"{self.name}: {len(self.items)} items, {len(self.labels)} labels and {len(self.splits)} splits: they must match")
         bad = (self.labels < -1) | (self.labels >= len(self.classes))
         if bad.any(): raise ValueError(f"{self.name}: label {self.labels[bad][0]} of {self.items[np.argmax(bad)]} is not one of the {len(self.classes)} classes")
         self._hashes = None
@@ -123,6 +131,12 @@ class Dataset:
         "Items `idxs` (default all) stacked as (n, size, size, 3) uint8."
         idxs = range(len(self)) if idxs is None else idxs
         return np.stack([self.image(int(i), size) for i in idxs])
+
+    @property
+    def ids(self) -> list:
+        "Item ids as the manifest writes them: paths relative to `root` (POSIX), else the items."
+        if self.root is None: return [str(i) for i in self.items]
+        return [Path(i).relative_to(self.root).as_posix() for i in self.items]
 
     @property
     def hashes(self) -> list:
@@ -182,16 +196,18 @@ def digits() -> Dataset:
 # %% ../nbs/01_data.ipynb #22
 SPLITS = ('train', 'valid', 'test', 'pool')
 
-def _class_dirs(root:Path) -> list:
-    return sorted([d for d in root.iterdir() if d.is_dir() and not d.name.startswith('.')], key=lambda d: d.name)
+def _class_dirs(root:Path, exclude=()) -> list:
+    return sorted([d for d in root.iterdir() if d.is_dir() and not d.name.startswith('.') and d.name not in exclude], key=lambda d: d.name)
 
 def _files(d:Path) -> list:
-    return sorted([f for f in d.rglob('*') if f.is_file()], key=lambda f: str(f))
+    "Every file below `d`, and broken links (so they are reported, not silently missed)."
+    return sorted([f for f in d.rglob('*') if f.is_file() or (f.is_symlink() and not f.exists())], key=lambda f: str(f))
 
 def _scan(root:Path, strict:bool, report:SkipReport, **kw):
     "Yield (path, hash) for the usable images under `root`, reporting the rest."
     for f in _files(root):
         if f.name.startswith('.'): report.append(Skip(str(f), 'hidden file')); continue
+        if not f.exists(): report.append(Skip(str(f), 'broken link (its target does not exist)')); continue
         try:
             if f.suffix.lower() not in IMAGE_EXTS: raise BadImage(f"{f}: not an image file (extension {f.suffix or 'none'!r})")
             open_image(f, **kw)
@@ -201,6 +217,31 @@ def _scan(root:Path, strict:bool, report:SkipReport, **kw):
         yield f, file_hash(f)
 
 # %% ../nbs/01_data.ipynb #23
+def _layout(root:Path, report:SkipReport):
+    "The labeled parts [(split, folder)], the pool folder (or None) and the class names of a folder."
+    split_layout = any((root/s).is_dir() for s in ('train', 'valid', 'test'))
+    if split_layout:
+        parts = [(s, root/s) for s in ('train', 'valid', 'test') if (root/s).is_dir()]
+        for d in _class_dirs(root, SPLITS): report.append(Skip(str(d), 'folder outside train/, valid/, test/ and pool/: ignored'))
+    else: parts = [('', root)]
+    for s, d in parts:
+        for f in d.iterdir():
+            if f.is_file() and not f.name.startswith('.'): report.append(Skip(str(f), 'file outside any class folder'))
+    classes = sorted({c.name for _, d in parts for c in _class_dirs(d, ('pool',) if d == root else ())})
+    if len(classes) < 2: raise ValueError(f"{root}: a classifier needs at least two class folders; found {len(classes)} ({', '.join(classes) or 'none'})")
+    return parts, (root/'pool' if (root/'pool').is_dir() else None), classes
+
+def _pool_rows(pool:Path, classes:list, strict:bool, report:SkipReport, **kw) -> list:
+    "Unlabeled pool items; a class sub-folder of the pool gives a hidden label (for benchmarks)."
+    for c in _class_dirs(pool):
+        if c.name not in classes: raise ValueError(f"{c}: pool class folder {c.name!r} is not one of the classes {classes}")
+    rows = []
+    for f, h in _scan(pool, strict, report, **kw):
+        sub = f.relative_to(pool).parts
+        rows.append(dict(path=str(f), hash=h, label=-1, split='pool', hidden=classes.index(sub[0]) if len(sub) > 1 else -1))
+    return rows
+
+# %% ../nbs/01_data.ipynb #24
 def _dedupe(rows:list, classes:list, report:SkipReport) -> list:
     "Drop repeated files: within a class keep one, across classes drop all, test copies of train files drop."
     by_hash = {}
@@ -221,7 +262,7 @@ def _dedupe(rows:list, classes:list, report:SkipReport) -> list:
             report.append(Skip(r['path'], f"{why}: same bytes as {keep['path']}"))
     return [r for r in rows if r['path'] not in drop]
 
-# %% ../nbs/01_data.ipynb #24
+# %% ../nbs/01_data.ipynb #25
 def from_folder(path, # folder: class sub-folders, optionally under train/valid/test, plus an optional pool/
                 strict:bool=False, # raise on the first bad file instead of skipping it
                 verbose:bool=True, # print the skip report when something was skipped
@@ -230,36 +271,24 @@ def from_folder(path, # folder: class sub-folders, optionally under train/valid/
     "A `Dataset` from an image folder; unusable files are skipped and reported, never dropped silently."
     root = Path(path)
     if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder")
-    top = {d.name for d in _class_dirs(root)}
-    split_layout = bool(top & {'train', 'test', 'valid'})
-    parts = [(s, root/s) for s in SPLITS if (root/s).is_dir()] if split_layout else [('', root)]
-    labeled_parts = [(s, d) for s, d in parts if s != 'pool']
-    classes = sorted({c.name for _, d in labeled_parts for c in _class_dirs(d)})
-    if split_layout and (root/'pool').is_dir(): classes = sorted(set(classes) | ({c.name for c in _class_dirs(root/'pool')} & set(classes)))
     report, rows = SkipReport(), []
+    parts, pool, classes = _layout(root, report)
     for s, d in parts:
-        if s == 'pool':
-            for c in _class_dirs(d):
-                if c.name not in classes: raise ValueError(f"{c}: pool class folder {c.name!r} is not one of the classes {classes}")
-        for c in (_class_dirs(d) if s != 'pool' else []):
+        for c in _class_dirs(d, ('pool',) if d == root else ()):
             found = list(_scan(c, strict, report, **kwargs))
-            if not found and s in ('', 'train'): raise ValueError(f"{c}: class folder {c.name!r} has no usable images" + (f" ({len([r for r in report if r.path.startswith(str(c))])} skipped: see .report)" if report else ''))
+            if not found and s in ('', 'train'):
+                n = sum(Path(r.path).is_relative_to(c) for r in report)
+                raise ValueError(f"{c}: class folder {c.name!r} has no usable images" + (f" ({n} files skipped: " + '; '.join(f'{Path(r.path).name}: {r.reason}' for r in report if Path(r.path).is_relative_to(c)) + ')' if n else ''))
             rows += [dict(path=str(f), hash=h, label=classes.index(c.name), split=s) for f, h in found]
-        if s == 'pool':
-            for f, h in _scan(d, strict, report, **kwargs):
-                hidden = f.parent.name if f.parent != d else None
-                rows.append(dict(path=str(f), hash=h, label=-1, split='pool', hidden=classes.index(hidden) if hidden else -1))
-        loose = [f for f in d.iterdir() if f.is_file()] if s != 'pool' else []
-        for f in loose: report.append(Skip(str(f), 'file outside any class folder'))
-    if len(classes) < 2: raise ValueError(f"{root}: a classifier needs at least two classes; found {len(classes)} ({', '.join(classes) or 'no class folders'})")
+    if pool is not None: rows += _pool_rows(pool, classes, strict, report, **kwargs)
     rows = _dedupe(rows, classes, report)
-    ds = Dataset([r['path'] for r in rows], [r['label'] for r in rows], classes, [r['split'] for r in rows], report=report, name=root.name)
+    ds = Dataset([r['path'] for r in rows], [r['label'] for r in rows], classes, [r['split'] for r in rows], report=report, name=root.name, root=str(root))
     ds.hidden_labels = np.array([r.get('hidden', r['label']) for r in rows], dtype=np.int64)
     ds._hashes = [r['hash'] for r in rows]
     if report and verbose: print(f"{root}: {report!r}")
     return ds
 
-# %% ../nbs/01_data.ipynb #28
+# %% ../nbs/01_data.ipynb #29
 @dataclass
 class Split:
     "Disjoint index arrays into a dataset: labeled, pool and test."
@@ -268,11 +297,11 @@ class Split:
     test: np.ndarray
 
     def manifest(self, ds:Dataset) -> pd.DataFrame:
-        "One row per item: its id, class name (empty when unknown) and role."
+        "One row per item: its id, content hash, class name (empty when unknown) and role."
         role = np.full(len(ds), '', dtype=object)
         for r in ('labeled', 'pool', 'test'): role[getattr(self, r)] = r
         lab = getattr(ds, 'hidden_labels', ds.labels)
-        return pd.DataFrame({'item': [str(i) for i in ds.items], 'label': [ds.classes[l] if l >= 0 else '' for l in lab], 'role': role})
+        return pd.DataFrame({'item': ds.ids, 'hash': ds.hashes, 'label': [ds.classes[l] if l >= 0 else '' for l in lab], 'role': role})
 
     def save(self, ds:Dataset, path) -> Path:
         "Write the manifest CSV that reproduces this split exactly."
@@ -284,28 +313,30 @@ class Split:
     def load(cls, ds:Dataset, path) -> 'Split':
         "The split recorded in a manifest CSV, checked against `ds`."
         m = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if list(m['item']) != [str(i) for i in ds.items]: raise ValueError(f"{path}: manifest lists other items than dataset {ds.name!r} ({len(m)} rows vs {len(ds)} items)")
+        if list(m['item']) != ds.ids or ('hash' in m and list(m['hash']) != list(ds.hashes)): raise ValueError(f"{path}: manifest lists other items (or other file contents) than dataset {ds.name!r} ({len(m)} rows vs {len(ds)} items): was the data folder changed?")
         return cls(*[np.flatnonzero(m['role'].values == r) for r in ('labeled', 'pool', 'test')])
 
     def __repr__(self): return f"Split(labeled={len(self.labeled)}, pool={len(self.pool)}, test={len(self.test)})"
 
-# %% ../nbs/01_data.ipynb #29
+# %% ../nbs/01_data.ipynb #30
 def _per_class(labels:np.ndarray, n_classes:int, labels_per_class, budget, classes) -> np.ndarray:
+    "How many labeled items to draw per class; a clear error when a class has too few."
     have = np.bincount(labels, minlength=n_classes)
     if budget is not None:
-        if budget > have.sum(): raise ValueError(f"budget of {budget} labels is more than the {have.sum()} labeled candidates")
+        if budget > have.sum(): raise ValueError(f"budget of {budget} labels is more than the {have.sum()} labeled candidates outside the test set; lower the budget")
         want = np.full(n_classes, budget // n_classes); want[np.argsort(-have, kind='stable')[:budget % n_classes]] += 1
+    elif labels_per_class is None: want = have
     else: want = np.full(n_classes, labels_per_class)
     short = [(classes[c], have[c], want[c]) for c in range(n_classes) if have[c] < want[c]]
-    if short: raise ValueError("not enough labeled items for the budget: " + ', '.join(f"class {c!r} has {h}, needs {w}" for c, h, w in short))
+    if short: raise ValueError("not enough labeled items for the budget: " + ', '.join(f"class {c!r} has {h} outside the test set, needs {w}" for c, h, w in short) + "; lower labels_per_class/budget or add images")
     return want
 
 def _stratified_take(idx:np.ndarray, labels:np.ndarray, want, rng) -> np.ndarray:
     return np.sort(np.concatenate([rng.permutation(idx[labels[idx] == c])[:w] for c, w in enumerate(want)]).astype(np.int64))
 
-# %% ../nbs/01_data.ipynb #30
+# %% ../nbs/01_data.ipynb #31
 def budget_split(ds:Dataset, # dataset with labels (hidden or not) for at least the budget
-                 labels_per_class:int|None=10, # labeled items per class (ignored when `budget` is given)
+                 labels_per_class:int|None=10, # labeled items per class (ignored when `budget` is given); None = all
                  budget:int|None=None, # total number of labeled items, spread evenly over classes
                  test_size:float=0.5, # fraction of each class held out as test (when there is no test/ folder)
                  seed:int=0, # seed of the labeled draw
@@ -324,7 +355,7 @@ def budget_split(ds:Dataset, # dataset with labels (hidden or not) for at least 
     pool = np.setdiff1d(np.arange(n), np.concatenate([labeled, test]))
     return Split(labeled, pool, test)
 
-# %% ../nbs/01_data.ipynb #34
+# %% ../nbs/01_data.ipynb #35
 BUILTIN = {'digits': digits}
 
 def get_dataset(data:str='digits', # 'digits' or an image folder
@@ -336,7 +367,7 @@ def get_dataset(data:str='digits', # 'digits' or an image folder
     if not p.exists(): raise FileNotFoundError(f"data {str(data)!r}: neither a built-in dataset ({', '.join(BUILTIN)}) nor an existing folder")
     return from_folder(p, **kwargs)
 
-# %% ../nbs/01_data.ipynb #37
+# %% ../nbs/01_data.ipynb #38
 def show_images(ims, # (n, H, W, 3) uint8 images
                 titles=None, # one title per image
                 ncols:int=8, # images per row
@@ -362,7 +393,7 @@ def show_dataset(ds:Dataset, idxs=None, n:int=24, ncols:int=8, seed:int=0, size:
     lab = getattr(ds, 'hidden_labels', ds.labels)
     return show_images(ds.images(idxs, size), [ds.classes[lab[i]] if lab[i] >= 0 else '?' for i in idxs], ncols=ncols)
 
-# %% ../nbs/01_data.ipynb #40
+# %% ../nbs/01_data.ipynb #41
 def stage_data(stage, # a `core.Stage`
                data:str='digits', # 'digits' or an image folder
                labels_per_class:int|None=10, # labeled items per class

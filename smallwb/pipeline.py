@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse, re, sys, time, traceback
 from pathlib import Path
 import yaml
-from .core import read_json, write_json, scalar_metrics
+from .core import read_json, write_json, scalar_metrics, is_timing
 
 # %% auto #0
-__all__ = ['experiments_dir', 'find_stages', 'default_chain', 'parse_value', 'stage_params', 'StageFailed', 'kernel_name',
-           'run_stage', 'run_chain', 'overview_figure', 'write_summary', 'main']
+__all__ = ['experiments_dir', 'find_stages', 'default_chain', 'parse_value', 'stage_params', 'declared_params', 'check_params',
+           'StageFailed', 'kernel_name', 'run_stage', 'run_chain', 'headline_metrics', 'overview_figure',
+           'write_summary', 'read_config', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #5
 def experiments_dir() -> Path:
@@ -29,8 +30,9 @@ def find_stages(exp_dir=None) -> dict:
     return {p.stem[3:]: p for p in nbs}
 
 def default_chain(exp_dir=None) -> list:
-    "The stages `smallwb run` runs when none are named: all but the optional `00_*` ones."
-    return [s for s, p in find_stages(exp_dir).items() if not p.name.startswith('00_')]
+    "The stages `smallwb run` runs when none are named: all but the optional `00_*` ones (those alone if nothing else exists)."
+    found = find_stages(exp_dir)
+    return [s for s, p in found.items() if not p.name.startswith('00_')] or list(found)
 
 # %% ../nbs/09_pipeline.ipynb #7
 def parse_value(s:str):
@@ -50,6 +52,24 @@ def stage_params(stage:str, # the stage the parameters are for
     return {k: v for k, v in {**common, **own}.items() if k in declared}
 
 # %% ../nbs/09_pipeline.ipynb #10
+def declared_params(nb) -> set:
+    "The parameters an experiment notebook declares in its `parameters` cell."
+    import papermill as pm
+    return set(pm.inspect_notebook(str(nb)).keys())
+
+def check_params(params:dict, # parameters as `run_chain` gets them
+                 declared:dict, # stage → the parameters it declares, for every known stage
+                ):
+    "Raise a clear error for a parameter no stage declares, or a `stage.key` for an unknown stage or key."
+    stages = set(declared)
+    for k, v in params.items():
+        st = k.split('.', 1)[0] if '.' in k else k if isinstance(v, dict) else None
+        if st is not None and st not in stages: raise ValueError(f"parameter {k!r}: there is no stage {st!r}; stages: {', '.join(declared)}")
+        if st is not None: stage_params(st, params, declared[st]); continue
+        if not any(k in d for d in declared.values()):
+            raise ValueError(f"unknown parameter {k!r}: no experiment declares it; common parameters: {', '.join(sorted(set.intersection(*declared.values()))) if declared else 'none'}")
+
+# %% ../nbs/09_pipeline.ipynb #13
 class StageFailed(RuntimeError):
     "A stage of a chain raised; the message names the stage and its executed notebook."
 
@@ -58,24 +78,23 @@ def kernel_name() -> str:
     from jupyter_client.kernelspec import KernelSpecManager
     return 'smallwb' if 'smallwb' in KernelSpecManager().find_kernel_specs() else 'python3'
 
-# %% ../nbs/09_pipeline.ipynb #11
+# %% ../nbs/09_pipeline.ipynb #14
 def run_stage(stage:str, nb:Path, run_dir:Path, params:dict, kernel:str|None=None, log=print) -> dict:
     "Execute one experiment notebook into `run_dir`; return its metrics (or raise `StageFailed`)."
     import papermill as pm
-    declared = set(pm.inspect_notebook(str(nb)).keys())
-    ps = stage_params(stage, {**params, 'out_dir': str(run_dir)}, declared)
+    ps = stage_params(stage, {**params, 'out_dir': str(run_dir)}, declared_params(nb))
     out = run_dir/f'{stage}.ipynb'
     try:
         pm.execute_notebook(str(nb), str(out), parameters=ps, kernel_name=kernel or kernel_name(),
                             cwd=str(nb.parent), progress_bar=False, log_output=False)
     except Exception as e:
-        msg = getattr(e, 'evalue', None) or str(e).strip().splitlines()[-1]
+        msg = getattr(e, 'evalue', None) or (str(e).strip().splitlines() or [''])[-1]
         raise StageFailed(f"stage {stage!r} failed: {getattr(e, 'ename', type(e).__name__)}: {msg}\n  see the executed notebook for the full error: {out}") from None
     m = run_dir/stage/'metrics.json'
     if not m.exists(): raise StageFailed(f"stage {stage!r} finished but wrote no {m}; see {out}")
     return read_json(m)
 
-# %% ../nbs/09_pipeline.ipynb #12
+# %% ../nbs/09_pipeline.ipynb #15
 def _headline(m:dict) -> str:
     keys = [k for k in ('accuracy', 'best', 'int8_accuracy', 'student_accuracy', 'gain') if k in m]
     return ', '.join(f'{k}={m[k]:.4g}' if isinstance(m[k], float) else f'{k}={m[k]}' for k in keys)
@@ -93,9 +112,11 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
     stages = stages or default_chain(exp_dir)
     unknown = [s for s in stages if s not in found]
     if unknown: raise ValueError(f"unknown stage {', '.join(unknown)}; available: {', '.join(found)}")
+    if not stages: raise ValueError(f"no experiments to run in {exp_dir or experiments_dir()}")
+    params = dict(params or {})
+    check_params(params, {s: declared_params(p) for s, p in found.items()})
     run_dir = (Path(runs_dir)/(name or time.strftime('%Y%m%d-%H%M%S'))).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    params = dict(params or {})
     if 'data' in params and Path(str(params['data'])).exists(): params['data'] = str(Path(params['data']).resolve())
     write_json(run_dir/'run.json', {'stages': stages, 'params': params, 'status': 'running'})
     results = {}
@@ -113,16 +134,35 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
     log(f"report: {run_dir/'summary.md'}")
     return run_dir
 
-# %% ../nbs/09_pipeline.ipynb #14
-def overview_figure(results:dict):
-    "Bar chart of each stage's headline accuracy (and the edge stage's latency, when there)."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    acc = {s: m['accuracy'] for s, m in results.items() if isinstance(m.get('accuracy'), (int, float))}
-    fig, ax = plt.subplots(figsize=(1.4*max(len(acc), 3)+1, 3))
+# %% ../nbs/09_pipeline.ipynb #17
+def _fmt(v) -> str: return f'{v:.4g}' if isinstance(v, float) else str(v)
+
+def headline_metrics(m:dict, n:int=6) -> dict:
+    "Up to `n` scalar metrics of a stage worth a glance: accuracy-like first, no timings or text."
+    sc = {k: v for k, v in scalar_metrics(m).items() if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_timing(k)}
+    first = [k for k in sc if 'acc' in k]
+    return {k: sc[k] for k in (first + [k for k in sc if k not in first])[:n]}
+
+def _accuracy_bars(ax, acc:dict):
     ax.bar(list(acc), list(acc.values()), color='tab:blue')
     for i, v in enumerate(acc.values()): ax.text(i, v, f'{v:.3f}', ha='center', va='bottom', fontsize=9)
     ax.set_ylim(0, 1.05); ax.set_ylabel('test accuracy'); ax.set_title('accuracy by stage')
+
+def _metrics_table(ax, results:dict):
+    rows = [(s, k, _fmt(v)) for s, m in results.items() for k, v in headline_metrics(m).items()] or [('-', 'no numeric metrics', '')]
+    ax.axis('off'); ax.set_title('headline metrics by stage (no stage reported accuracy)')
+    t = ax.table(cellText=rows, colLabels=['stage', 'metric', 'value'], loc='upper center', cellLoc='left')
+    t.auto_set_font_size(False); t.set_fontsize(9); t.scale(1, 1.3)
+
+def overview_figure(results:dict):
+    "Bar chart of each stage's headline accuracy; a table of headline metrics when no stage reports one."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    acc = {s: m['accuracy'] for s, m in results.items() if isinstance(m.get('accuracy'), (int, float))}
+    if acc: fig, ax = plt.subplots(figsize=(1.4*max(len(acc), 3)+1, 3)); _accuracy_bars(ax, acc)
+    else:
+        n = sum(len(headline_metrics(m)) for m in results.values())
+        fig, ax = plt.subplots(figsize=(7, 0.8 + 0.3*max(n, 1))); _metrics_table(ax, results)
     fig.tight_layout()
     return fig
 
@@ -137,12 +177,12 @@ def write_summary(run_dir, stages:list, results:dict, failed:str|None=None) -> P
         if s not in results: continue
         lines += [f'## {s}', '', f'Notebook: [`{s}.ipynb`]({s}.ipynb)', '', '| metric | value |', '|---|---|']
         for k, v in list(scalar_metrics(results[s]).items())[:25]:
-            lines.append(f'| {k} | {v:.4g} |' if isinstance(v, float) else f'| {k} | {v} |')
+            lines.append(f'| {k} | {_fmt(v)} |')
         lines += [''] + [f'![{p.stem}]({s}/{p.name})' for p in sorted((run_dir/s).glob('*.png'))] + ['']
     p = run_dir/'summary.md'; p.write_text('\n'.join(lines), encoding='utf-8')
     return p
 
-# %% ../nbs/09_pipeline.ipynb #17
+# %% ../nbs/09_pipeline.ipynb #22
 def _parser():
     ap = argparse.ArgumentParser(prog='smallwb', description='smallwb: train production models from a few hundred labels')
     sub = ap.add_subparsers(dest='cmd', required=True)
@@ -157,16 +197,27 @@ def _parser():
     sub.add_parser('stages', help='list the experiment stages')
     return ap
 
+def read_config(path) -> dict:
+    "The parameters in a YAML file (a mapping), with a clear error naming the file otherwise."
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"{p}: no such config file")
+    try: cfg = yaml.safe_load(p.read_text(encoding='utf-8'))
+    except yaml.YAMLError as e: raise ValueError(f"{p}: not valid YAML ({e})") from None
+    if cfg is None: return {}
+    if not isinstance(cfg, dict): raise ValueError(f"{p}: must be a mapping of parameter: value, got a {type(cfg).__name__}")
+    return cfg
+
 def main(argv=None):
     "Entry point of the `smallwb` command."
     a = _parser().parse_args(argv)
     if a.cmd == 'stages':
         for s, p in find_stages().items(): print(f"{s:10s} {p}{'' if s in default_chain() else '  (optional)'}")
         return 0
-    params = yaml.safe_load(Path(a.config).read_text()) if a.config else {}
-    params.update({k: parse_value(v) for k, v in a.param})
-    if a.quick: params['quick'] = True
-    try: run_chain(a.stages.split(',') if a.stages else None, params, a.name, a.runs_dir, kernel=a.kernel)
+    try:
+        params = read_config(a.config) if a.config else {}
+        params.update({k: parse_value(v) for k, v in a.param})
+        if a.quick: params['quick'] = True
+        run_chain([s.strip() for s in a.stages.split(',') if s.strip()] if a.stages else None, params, a.name, a.runs_dir, kernel=a.kernel)
     except (StageFailed, ValueError, FileNotFoundError) as e:
         print(f"smallwb: {e}", file=sys.stderr); return 1
     return 0
