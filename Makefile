@@ -1,5 +1,7 @@
 # smallwb — two commands on a fresh machine: `make demo` and `make test`.
 SHELL := /bin/bash
+# every recipe line fails on the first failing command, pipes included: failures always reach make
+.SHELLFLAGS := -eu -o pipefail -c
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -26,19 +28,25 @@ demo: $(STAMP)
 test: $(STAMP) check-sync nbtest pytest
 
 # nbdev_export must not change the library, nbdev_clean must not change the notebooks.
+# (file names and contents are hashed, so a module that appears on export counts as a change too)
+FINGERPRINT = find $(1) -type f -name '$(2)' -not -path '*/.ipynb_checkpoints/*' | LC_ALL=C sort | xargs md5sum | md5sum
 check-sync: $(STAMP)
-	@before=$$(cat smallwb/*.py | md5sum); $(BIN)/nbdev_export; after=$$(cat smallwb/*.py | md5sum); \
-	  if [ "$$before" != "$$after" ]; then echo "smallwb/ changed on nbdev_export: notebooks and library are out of sync (run nbdev_export and commit)"; exit 1; fi
-	@before=$$(cat nbs/*.ipynb experiments/*.ipynb | md5sum); $(BIN)/nbdev_clean --fname nbs; $(BIN)/nbdev_clean --fname experiments; \
-	  after=$$(cat nbs/*.ipynb experiments/*.ipynb | md5sum); \
-	  if [ "$$before" != "$$after" ]; then echo "nbdev_clean changed notebooks: run nbdev_clean and commit"; exit 1; fi
-	@echo "library and notebooks in sync; notebooks clean"
+	@before=$$($(call FINGERPRINT,smallwb,*.py)); $(BIN)/nbdev_export; after=$$($(call FINGERPRINT,smallwb,*.py)); \
+	  if [ "$$before" != "$$after" ]; then echo "smallwb/ changed on nbdev_export: notebooks and library are out of sync (run make export and commit)"; exit 1; fi
+	@before=$$($(call FINGERPRINT,$(NBS),*.ipynb)); $(BIN)/nbdev_clean --fname nbs; $(BIN)/nbdev_clean --fname experiments; \
+	  after=$$($(call FINGERPRINT,$(NBS),*.ipynb)); \
+	  if [ "$$before" != "$$after" ]; then echo "nbdev_clean changed notebooks: run make export and commit"; exit 1; fi
+	@tmp=$$(mktemp); $(BIN)/python tools/readme.py nbs/index.ipynb $$tmp; \
+	  if ! cmp -s $$tmp README.md; then rm -f $$tmp; echo "README.md is not what nbs/index.ipynb gives: run make readme and commit"; exit 1; fi; rm -f $$tmp
+	@echo "library and notebooks in sync; notebooks clean; README up to date"
 
 nbtest: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 2 --timing
 
+# pytest's exit code 5 means "no tests collected": treat it as the failure it is, with a message.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	@rc=0; $(BIN)/python -m pytest -q --durations=8 tests || rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests in tests/"; fi; exit $$rc
 
 export: $(STAMP)
 	$(BIN)/nbdev_export
@@ -49,3 +57,12 @@ export: $(STAMP)
 # here, so tools/readme.py runs nbconvert on the notebook and turns its front matter into a title.
 readme: $(STAMP)
 	$(BIN)/python tools/readme.py nbs/index.ipynb README.md
+
+## make docs: the notebooks rendered offline (Sphinx + myst-nb; quarto is not installable here) into _docs/; open _docs/index.html
+docs: $(STAMP)
+	$(BIN)/python tools/docs.py
+
+## make lab: JupyterLab on localhost only (the URL it prints carries a random token), kernel `smallwb`, opening nbs/index.ipynb
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --MultiKernelManager.default_kernel_name=smallwb \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) nbs/index.ipynb

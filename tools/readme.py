@@ -1,4 +1,5 @@
-"""Write README.md from nbs/index.ipynb without quarto: front matter → title, `#|` lines and hidden cells dropped."""
+"""Write README.md from nbs/index.ipynb without quarto: front matter → title, `#|` lines and hidden cells dropped,
+links made relative to the repository root. (nbdev_readme needs quarto, which cannot be installed here.)"""
 import re, sys, nbformat
 from nbconvert import MarkdownExporter
 
@@ -15,6 +16,7 @@ def main(src, dst):
     nb.cells = cells
     body, _ = MarkdownExporter().from_notebook_node(nb)
     body = re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
+    body = re.sub(r'\]\((?!https?:|mailto:|#|/|\.\./)([^)\s]+)\)', r'](nbs/\1)', body)  # links between notebooks, seen from the root
     body = body.replace('](../', '](')
     open(dst, 'w', encoding='utf-8').write('<!-- generated from nbs/index.ipynb by `make readme`: edit the notebook -->\n' + body)
 
