@@ -11,8 +11,8 @@ from .core import read_json, write_json, scalar_metrics, is_timing
 
 # %% auto #0
 __all__ = ['experiments_dir', 'find_stages', 'default_chain', 'parse_value', 'stage_params', 'declared_params', 'check_params',
-           'StageFailed', 'kernel_name', 'run_stage', 'run_chain', 'headline_metrics', 'overview_figure',
-           'write_summary', 'read_config', 'main']
+           'resolve_data', 'StageFailed', 'kernel_name', 'run_stage', 'run_chain', 'headline_metrics',
+           'overview_figure', 'write_summary', 'read_config', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #5
 def experiments_dir() -> Path:
@@ -70,6 +70,15 @@ def check_params(params:dict, # parameters as `run_chain` gets them
             raise ValueError(f"unknown parameter {k!r}: no experiment declares it; common parameters: {', '.join(sorted(set.intersection(*declared.values()))) if declared else 'none'}")
 
 # %% ../nbs/09_pipeline.ipynb #13
+def resolve_data(data) -> str:
+    "A built-in data set's name as it is, a folder as its absolute path; a clear error for anything else."
+    from smallwb.data import BUILTIN
+    if str(data) in BUILTIN: return str(data)
+    p = Path(str(data)).expanduser()
+    if not p.is_dir(): raise FileNotFoundError(f"data {str(data)!r}: neither a built-in data set ({', '.join(BUILTIN)}) nor a folder")
+    return str(p.resolve())
+
+# %% ../nbs/09_pipeline.ipynb #16
 class StageFailed(RuntimeError):
     "A stage of a chain raised; the message names the stage and its executed notebook."
 
@@ -78,7 +87,7 @@ def kernel_name() -> str:
     from jupyter_client.kernelspec import KernelSpecManager
     return 'smallwb' if 'smallwb' in KernelSpecManager().find_kernel_specs() else 'python3'
 
-# %% ../nbs/09_pipeline.ipynb #14
+# %% ../nbs/09_pipeline.ipynb #17
 def run_stage(stage:str, nb:Path, run_dir:Path, params:dict, kernel:str|None=None, log=print) -> dict:
     "Execute one experiment notebook into `run_dir`; return its metrics (or raise `StageFailed`)."
     import papermill as pm
@@ -94,7 +103,7 @@ def run_stage(stage:str, nb:Path, run_dir:Path, params:dict, kernel:str|None=Non
     if not m.exists(): raise StageFailed(f"stage {stage!r} finished but wrote no {m}; see {out}")
     return read_json(m)
 
-# %% ../nbs/09_pipeline.ipynb #15
+# %% ../nbs/09_pipeline.ipynb #18
 def _headline(m:dict) -> str:
     keys = [k for k in ('accuracy', 'best', 'int8_accuracy', 'student_accuracy', 'gain') if k in m]
     return ', '.join(f'{k}={m[k]:.4g}' if isinstance(m[k], float) else f'{k}={m[k]}' for k in keys)
@@ -115,9 +124,9 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
     if not stages: raise ValueError(f"no experiments to run in {exp_dir or experiments_dir()}")
     params = dict(params or {})
     check_params(params, {s: declared_params(p) for s, p in found.items()})
+    if 'data' in params: params['data'] = resolve_data(params['data'])
     run_dir = (Path(runs_dir)/(name or time.strftime('%Y%m%d-%H%M%S'))).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if 'data' in params and Path(str(params['data'])).exists(): params['data'] = str(Path(params['data']).resolve())
     write_json(run_dir/'run.json', {'stages': stages, 'params': params, 'status': 'running'})
     results = {}
     for i, s in enumerate(stages, 1):
@@ -134,7 +143,7 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
     log(f"report: {run_dir/'summary.md'}")
     return run_dir
 
-# %% ../nbs/09_pipeline.ipynb #17
+# %% ../nbs/09_pipeline.ipynb #20
 def _fmt(v) -> str: return f'{v:.4g}' if isinstance(v, float) else str(v)
 
 def headline_metrics(m:dict, n:int=6) -> dict:
@@ -182,7 +191,7 @@ def write_summary(run_dir, stages:list, results:dict, failed:str|None=None) -> P
     p = run_dir/'summary.md'; p.write_text('\n'.join(lines), encoding='utf-8')
     return p
 
-# %% ../nbs/09_pipeline.ipynb #22
+# %% ../nbs/09_pipeline.ipynb #25
 def _parser():
     ap = argparse.ArgumentParser(prog='smallwb', description='smallwb: train production models from a few hundred labels')
     sub = ap.add_subparsers(dest='cmd', required=True)

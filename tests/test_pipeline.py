@@ -112,7 +112,7 @@ def test_command_line_errors(exps, tmp_path, monkeypatch, capsys):
     (tmp_path/'list.yaml').write_text('- a\n- b\n'); (tmp_path/'bad.yaml').write_text('seed: [1\n')
     for args, words in [(['-p', 'sead', '1'], "unknown parameter 'sead'"), (['--config', 'missing.yaml'], 'missing.yaml: no such config file'),
                         (['--config', 'list.yaml'], 'must be a mapping'), (['--config', 'bad.yaml'], 'bad.yaml: not valid YAML'),
-                        (['--stages', 'nope'], 'unknown stage nope')]:
+                        (['--stages', 'nope'], 'unknown stage nope'), (['-p', 'data', 'nowhere'], "data 'nowhere': neither a built-in")]:
         assert pipeline.main(['run', *args]) == 1
         err = capsys.readouterr().err
         assert err.startswith('smallwb: ') and words in err, (args, err)
@@ -120,6 +120,23 @@ def test_command_line_errors(exps, tmp_path, monkeypatch, capsys):
     assert pipeline.main(['stages']) == 0 and capsys.readouterr().out.split()[::2] == ['ok', 'boom', 'after']
     with pytest.raises(SystemExit) as e: pipeline.main(['run', '--bogus'])
     assert e.value.code == 2
+
+
+# ---- the real experiments ---------------------------------------------------------------------------------------
+
+COMMON = {'data', 'labels_per_class', 'seed', 'out_dir', 'quick'}
+
+
+@pytest.mark.parametrize('stage', list(find_stages()))
+def test_experiment_follows_the_contract(stage):
+    "Every experiment declares the common parameters in a cell tagged `parameters` (it survives nbdev_clean)."
+    nb = find_stages()[stage]
+    assert COMMON <= pipeline.declared_params(nb), f'{nb} must declare {sorted(COMMON - pipeline.declared_params(nb))} in its parameters cell'
+
+
+def test_edge_is_last():
+    chain = default_chain()
+    if 'edge' in chain: assert chain[-1] == 'edge'
 
 
 # ---- the real chain ---------------------------------------------------------------------------------------------
@@ -136,7 +153,7 @@ def quick_run(tmp_path_factory):
 
 def test_demo_chain_quick(quick_run):
     chain, run = quick_run
-    assert chain and chain[-1] == ('edge' if 'edge' in find_stages() else chain[-1])
+    assert chain
     for s in chain:
         assert (run/s/'metrics.json').exists(), f'{s} wrote no metrics.json'
         assert read_json(run/s/'metrics.json')['stage'] == s
