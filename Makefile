@@ -62,7 +62,7 @@ readme: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python tools/docs.py
 
-## make lab: JupyterLab on localhost only (the URL it prints carries a random token), kernel `smallwb`, opening nbs/index.ipynb
+## make lab: JupyterLab on localhost only, kernel `smallwb`; open the URL it prints (random token) to land on nbs/index.ipynb
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --MultiKernelManager.default_kernel_name=smallwb \
-	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) nbs/index.ipynb
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --LabApp.default_url=/lab/tree/nbs/index.ipynb \
+	  --MultiKernelManager.default_kernel_name=smallwb $$([ "$$(id -u)" = 0 ] && echo --allow-root)
