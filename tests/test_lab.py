@@ -1,6 +1,6 @@
 """The workbench in a real JupyterLab (issue 9): the notebooks open, the widgets render and work in headless Chromium.
 
-One JupyterLab server (free local port, random token, temporary config/runtime/settings/workspace folders, a copy
+One JupyterLab server (free local port, random token, temporary Jupyter/IPython/settings/workspace folders, a copy
 of `tests/lab/` as its root, the `smallwb` kernel) and one headless Chromium driven by Selenium serve the module.
 Each test opens its notebook, runs all cells from the Run menu, fails on a kernel error, a widget that shows
 "Error displaying widget" or raw text, or a console error from the widget code, then works the widget like a
@@ -10,9 +10,9 @@ on failure, and the teardown checks that no process is left. Skips only when chr
 import base64, hashlib, json, os, re, secrets, shutil, socket, sqlite3, subprocess, sys, time, urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil, pytest
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = Path(__file__).parent/'lab'  # the notebooks the browser opens
@@ -82,7 +82,8 @@ def lab(tmp_path_factory):
     root = shutil.copytree(NBS, tmp/'root')
     _quiet_settings(tmp/'settings')
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp/'config'), JUPYTER_RUNTIME_DIR=str(tmp/'runtime'))
+    env = dict(os.environ, **{k: str(tmp/d) for k, d in [('JUPYTER_CONFIG_DIR', 'config'), ('JUPYTER_DATA_DIR', 'data'),
+                                                      ('JUPYTER_RUNTIME_DIR', 'runtime'), ('IPYTHONDIR', 'ipython')]})  # nothing from or to ~
     cmd = [sys.executable, '-m', 'jupyterlab', '--no-browser', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}',
            '--ServerApp.port_retries=0', f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}',
            f'--LabApp.user_settings_dir={tmp/"settings"}', f'--LabApp.workspaces_dir={tmp/"workspaces"}',
