@@ -15,9 +15,9 @@ from .data import Dataset
 __all__ = ['UNCERTAINTY', 'STRATEGIES', 'SCHEMA', 'standardize', 'pixel_features', 'backbone_features', 'HeadScorer',
            'one_thread', 'top_n', 'entropy', 'Strategy', 'RandomSampling', 'Uncertainty', 'QueryByCommittee', 'BALD',
            'ExpectedGradientLength', 'grad_embedding', 'k_center_greedy', 'kmeans_pp', 'Coreset', 'BADGE',
-           'diverse_init', 'get_strategy', 'SimulatedOracle', 'ActiveLoop', 'simulate', 'labels_to_reach',
-           'full_pool_accuracy', 'loo_accuracy', 'compare_spaces', 'dataset_id', 'LabelStore', 'StoreOracle',
-           'resume_loop', 'png_bytes', 'LabelingWidget', 'crash_test']
+           'WeightedKMeans', 'diverse_init', 'get_strategy', 'SimulatedOracle', 'ActiveLoop', 'simulate',
+           'labels_to_reach', 'full_pool_accuracy', 'loo_scores', 'compare_spaces', 'dataset_id', 'LabelStore',
+           'StoreOracle', 'resume_loop', 'png_bytes', 'LabelingWidget', 'crash_test']
 
 # %% ../nbs/07_active.ipynb #7
 def standardize(X:np.ndarray) -> np.ndarray:
@@ -251,6 +251,23 @@ class BADGE(Strategy):
         return rows[kmeans_pp(grad_embedding(loop, rows), n, loop.rng)]
 
 # %% ../nbs/07_active.ipynb #32
+class WeightedKMeans(Strategy):
+    "Margin prefilter, then uncertainty-weighted k-means: the item nearest each of `n` centres."
+    def __init__(self, prefilter:int=10): self.prefilter = prefilter
+    def __call__(self, loop, n):
+        from sklearn.cluster import KMeans
+        rows = loop.candidates
+        u = UNCERTAINTY['margin'](loop.scorer.predict_proba(loop.X[rows])) + 1   # margin score in [0, 1]
+        keep = top_n(u, min(len(rows), self.prefilter * n), loop.rng)
+        if len(keep) <= n: return rows[keep]
+        Xk = loop.X[rows[keep]]
+        km = KMeans(n, n_init=1, random_state=int(loop.rng.integers(2**31))).fit(Xk, sample_weight=u[keep] + 1e-6)
+        d, picked = _sqdist(km.cluster_centers_, Xk), []
+        for r in d: r[picked] = np.inf; picked.append(int(r.argmin()))
+        return rows[keep[picked]]
+    def __repr__(self): return f'WeightedKMeans({self.prefilter})'
+
+# %% ../nbs/07_active.ipynb #34
 def diverse_init(X:np.ndarray, # candidate vectors
                  n:int, # how many to pick
                  seed:int=0,
@@ -265,7 +282,7 @@ def diverse_init(X:np.ndarray, # candidate vectors
         row[picked] = np.inf; picked.append(int(row.argmin()))
     return np.array(picked, dtype=np.int64)
 
-# %% ../nbs/07_active.ipynb #33
+# %% ../nbs/07_active.ipynb #35
 STRATEGIES = {
     'random': RandomSampling,
     'least_confidence': lambda: Uncertainty('least_confidence'),
@@ -277,6 +294,7 @@ STRATEGIES = {
     'egl': ExpectedGradientLength,
     'coreset': Coreset,
     'badge': BADGE,
+    'weighted_kmeans': WeightedKMeans,
 }
 
 def get_strategy(s) -> Strategy:
@@ -285,7 +303,7 @@ def get_strategy(s) -> Strategy:
     if s not in STRATEGIES: raise ValueError(f"unknown strategy {s!r}; known: {', '.join(STRATEGIES)}")
     return STRATEGIES[s]()
 
-# %% ../nbs/07_active.ipynb #35
+# %% ../nbs/07_active.ipynb #37
 class SimulatedOracle:
     "Reveals known labels (benchmarks): `labels[row]`, e.g. a dataset's `hidden_labels`."
     def __init__(self, labels): self.labels = np.asarray(labels)
@@ -294,7 +312,7 @@ class SimulatedOracle:
         if (y < 0).any(): raise ValueError(f"the simulated oracle has no label for rows {list(np.asarray(rows)[y < 0][:5])}: it can only reveal known labels")
         return [int(v) for v in y]
 
-# %% ../nbs/07_active.ipynb #37
+# %% ../nbs/07_active.ipynb #39
 class ActiveLoop:
     "Pool-based active learning: query a batch, ask the oracle, add the labels, retrain."
     def __init__(self, X:np.ndarray, # features, one row per item
@@ -322,7 +340,7 @@ class ActiveLoop:
         if self.budget > have: raise ValueError(f"budget of {self.budget} labels is more than the {len(self.labeled)} labeled + {len(self.pool)} pool items available ({have}); lower the budget or add items to the pool")
         if self.budget < len(self.labeled): raise ValueError(f"budget of {self.budget} labels is below the {len(self.labeled)} labels already given")
 
-# %% ../nbs/07_active.ipynb #38
+# %% ../nbs/07_active.ipynb #40
 def _candidates(self:ActiveLoop) -> np.ndarray:
     "Pool rows not yet labeled nor skipped."
     return np.array([r for r in self.pool if r not in self.labeled and r not in self.skipped], dtype=np.int64)
@@ -334,7 +352,7 @@ def _n_next(self:ActiveLoop) -> int: return max(0, min(self.batch_size, self.bud
 ActiveLoop.candidates, ActiveLoop.labeled_rows, ActiveLoop.labeled_y = property(_candidates), property(_labeled_rows), property(_labeled_y)
 ActiveLoop.n_next = property(_n_next)
 
-# %% ../nbs/07_active.ipynb #39
+# %% ../nbs/07_active.ipynb #41
 def _fit_loop(self:ActiveLoop):
     "Retrain the scorer on every label so far."
     if self.labeled: self.scorer.fit(self.X[self.labeled_rows], self.labeled_y)
@@ -371,7 +389,7 @@ def _step(self:ActiveLoop) -> bool:
 
 ActiveLoop.fit, ActiveLoop.query, ActiveLoop.teach, ActiveLoop.step = _fit_loop, _query, _teach, _step
 
-# %% ../nbs/07_active.ipynb #48
+# %% ../nbs/07_active.ipynb #50
 def simulate(X:np.ndarray, # features, one row per item
              y:np.ndarray, # the known labels (class indices) of every item
              strategy, # a name in `STRATEGIES` or a strategy
@@ -406,23 +424,23 @@ def full_pool_accuracy(X, y, train:np.ndarray, test:np.ndarray, scorer=None) -> 
     scorer = scorer or HeadScorer(int(y.max()) + 1)
     return float((scorer.fit(X[train], y[train]).predict_proba(X[test]).argmax(1) == y[test]).mean())
 
-# %% ../nbs/07_active.ipynb #50
-def loo_accuracy(X, y, rows, scorer) -> float:
-    "Leave-one-out accuracy of `scorer` on the labeled `rows`."
+# %% ../nbs/07_active.ipynb #52
+def loo_scores(X, y, rows, scorer) -> tuple:
+    "Leave-one-out accuracy of `scorer` on the labeled `rows`, and the mean probability it gave the true class."
     rows = np.asarray(rows)
-    hits = [scorer.clone().fit(X[np.delete(rows, i)], y[np.delete(rows, i)]).predict_proba(X[rows[i:i+1]]).argmax(1)[0] == y[rows[i]] for i in range(len(rows))]
-    return float(np.mean(hits))
+    p = np.stack([scorer.clone().fit(X[np.delete(rows, i)], y[np.delete(rows, i)]).predict_proba(X[rows[i:i+1]])[0] for i in range(len(rows))])
+    return float((p.argmax(1) == y[rows]).mean()), float(p[np.arange(len(rows)), y[rows]].mean())
 
 def compare_spaces(spaces:dict, # name -> feature matrix (one row per item)
                    y, # labels (only `rows` are read)
                    rows, # the labeled rows to judge on
                    scorer, # an unfitted scorer to clone
                   ) -> dict:
-    "Leave-one-out accuracy on the labeled rows for each feature space, best first."
-    acc = {k: loo_accuracy(X, y, rows, scorer) for k, X in spaces.items()}
+    "Leave-one-out accuracy on the labeled rows for each feature space, best first (ties: the one listed first)."
+    acc = {k: loo_scores(X, y, rows, scorer)[0] for k, X in spaces.items()}
     return dict(sorted(acc.items(), key=lambda kv: -kv[1]))
 
-# %% ../nbs/07_active.ipynb #54
+# %% ../nbs/07_active.ipynb #56
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -441,7 +459,7 @@ def dataset_id(ds:Dataset) -> str:
 
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec='milliseconds')
 
-# %% ../nbs/07_active.ipynb #55
+# %% ../nbs/07_active.ipynb #57
 class LabelStore:
     "Crash-safe labels: an SQLite log with one durable transaction per label, bound to a dataset and class list."
     def __init__(self, path, # the .db file (created if missing)
@@ -466,7 +484,7 @@ class LabelStore:
             return con
         except (OSError, sqlite3.Error) as e: raise self._fail(e, 'create or open') from None
 
-# %% ../nbs/07_active.ipynb #57
+# %% ../nbs/07_active.ipynb #59
 def _meta(self:LabelStore) -> dict:
     return dict(self.con.execute('SELECT key, value FROM meta').fetchall())
 
@@ -489,7 +507,7 @@ def _bind(self:LabelStore):
 
 LabelStore._meta, LabelStore._bind = _meta, _bind
 
-# %% ../nbs/07_active.ipynb #59
+# %% ../nbs/07_active.ipynb #61
 def _write(self:LabelStore, sql:str, args:tuple) -> int:
     try:
         self.con.execute('BEGIN IMMEDIATE')
@@ -523,7 +541,7 @@ def _undo(self:LabelStore, user:str|None=None) -> dict|None:
 
 LabelStore._write, LabelStore.add, LabelStore.skip, LabelStore.undo = _write, _add, _skip, _undo
 
-# %% ../nbs/07_active.ipynb #61
+# %% ../nbs/07_active.ipynb #63
 _CURRENT = '''SELECT e.item, e.label, e.kind FROM events e JOIN
               (SELECT item, MAX(id) AS id FROM events WHERE undone = 0 GROUP BY item) last ON e.id = last.id'''
 
@@ -559,7 +577,7 @@ LabelStore.__len__ = lambda self: len(self.labels())
 LabelStore.close = lambda self: self.con.close()
 LabelStore.__repr__ = lambda self: f"LabelStore({str(self.path)!r}: {len(self)} labels, dataset {self.dataset!r})"
 
-# %% ../nbs/07_active.ipynb #65
+# %% ../nbs/07_active.ipynb #67
 class StoreOracle:
     "The person's answers, read from a `LabelStore`: the class index stored for each row's item, or None."
     def __init__(self, store:LabelStore, ds:Dataset): self.store, self.ds = store, ds
@@ -574,7 +592,7 @@ def resume_loop(ds:Dataset, X:np.ndarray, store:LabelStore, scorer, strategy, **
     loop.skipped |= {pos[i] for i in store.skipped() if i in pos}
     return loop
 
-# %% ../nbs/07_active.ipynb #67
+# %% ../nbs/07_active.ipynb #69
 import ipywidgets as widgets
 from PIL import Image as PILImage
 import io
@@ -589,7 +607,7 @@ def png_bytes(a:np.ndarray, # RGB uint8 image
     buf = io.BytesIO(); im.save(buf, format='PNG')
     return buf.getvalue()
 
-# %% ../nbs/07_active.ipynb #68
+# %% ../nbs/07_active.ipynb #70
 class LabelingWidget(widgets.VBox):
     "Label items of `ds` one at a time into a `LabelStore`: class buttons, skip, undo, progress, optional retraining."
     def __init__(self, ds:Dataset, # the dataset the items come from
@@ -615,7 +633,7 @@ class LabelingWidget(widgets.VBox):
     def _loop_predict(self, rows):
         return self.loop.scorer.predict_proba(self.loop.X[rows]) if getattr(self.loop.scorer, 'fitted', True) and self.loop.labeled else None
 
-# %% ../nbs/07_active.ipynb #70
+# %% ../nbs/07_active.ipynb #72
 def _button(desc, handler, style='') -> widgets.Button:
     b = widgets.Button(description=str(desc), button_style=style, layout=widgets.Layout(width='auto', min_width='3.5em'))
     b.on_click(handler); return b
@@ -637,7 +655,7 @@ def _build(self:LabelingWidget) -> list:
 
 LabelingWidget._build = _build
 
-# %% ../nbs/07_active.ipynb #71
+# %% ../nbs/07_active.ipynb #73
 def _item(self:LabelingWidget, i:int) -> str: return str(self.ds.items[i])
 
 def _first_open(self:LabelingWidget) -> int:
@@ -666,7 +684,7 @@ def _show(self:LabelingWidget):
 
 LabelingWidget._item, LabelingWidget._first_open, LabelingWidget._guesses, LabelingWidget.show = _item, _first_open, _guesses, _show
 
-# %% ../nbs/07_active.ipynb #73
+# %% ../nbs/07_active.ipynb #75
 def _act(self:LabelingWidget, f):
     try:
         f(); self.status.value = ''
@@ -694,7 +712,7 @@ def _undo_last(self:LabelingWidget):
 
 LabelingWidget._act, LabelingWidget.label, LabelingWidget.skip, LabelingWidget.undo = _act, _label, _skip_item, _undo_last
 
-# %% ../nbs/07_active.ipynb #74
+# %% ../nbs/07_active.ipynb #76
 def _on_key(self:LabelingWidget, change):
     "Keyboard entry: a class name (or unique beginning of one), 'skip' or 'undo', then Enter."
     v = str(change['new']).strip()
@@ -716,7 +734,7 @@ def _retrain(self:LabelingWidget):
 
 LabelingWidget._on_key, LabelingWidget.retrain = _on_key, _retrain
 
-# %% ../nbs/07_active.ipynb #81
+# %% ../nbs/07_active.ipynb #83
 def _label_forever(path, dataset, classes):
     "Child process of the crash test: label items 0, 1, 2, ... and acknowledge each on stdout."
     import sys
