@@ -14,10 +14,10 @@ from .data import Dataset
 # %% auto #0
 __all__ = ['UNCERTAINTY', 'STRATEGIES', 'SCHEMA', 'standardize', 'pixel_features', 'backbone_features', 'HeadScorer',
            'one_thread', 'top_n', 'entropy', 'Strategy', 'RandomSampling', 'Uncertainty', 'QueryByCommittee', 'BALD',
-           'ExpectedGradientLength', 'grad_embedding', 'k_center_greedy', 'kmeans_pp', 'Coreset', 'BADGE',
-           'WeightedKMeans', 'diverse_init', 'get_strategy', 'SimulatedOracle', 'ActiveLoop', 'simulate',
-           'labels_to_reach', 'full_pool_accuracy', 'loo_scores', 'compare_spaces', 'dataset_id', 'LabelStore',
-           'StoreOracle', 'resume_loop', 'png_bytes', 'LabelingWidget', 'crash_test']
+           'ExpectedGradientLength', 'grad_factors', 'grad_embedding', 'k_center_greedy', 'kmeans_pp',
+           'kmeans_pp_outer', 'Coreset', 'BADGE', 'WeightedKMeans', 'diverse_init', 'get_strategy', 'SimulatedOracle',
+           'ActiveLoop', 'simulate', 'labels_to_reach', 'full_pool_accuracy', 'loo_scores', 'compare_spaces',
+           'dataset_id', 'LabelStore', 'StoreOracle', 'resume_loop', 'png_bytes', 'LabelingWidget', 'crash_test']
 
 # %% ../nbs/07_active.ipynb #7
 def standardize(X:np.ndarray) -> np.ndarray:
@@ -199,11 +199,16 @@ class ExpectedGradientLength(Strategy):
         err = np.sqrt(np.clip((p**2).sum(1, keepdims=True) - 2*p + 1, 0, None))  # ||p - e_c|| for every c
         return (p * err).sum(1) * hn
 
-def grad_embedding(loop, rows) -> np.ndarray:
-    "BADGE's embedding: the last-layer gradient (p - e_yhat) h^T for the predicted label, flattened."
+def grad_factors(loop, rows) -> tuple:
+    "The two factors of BADGE's embedding: the error p - e_yhat at the predicted label (n, C), and h (n, d+1)."
     p = loop.scorer.predict_proba(loop.X[rows])
     err = p.copy(); err[np.arange(len(p)), p.argmax(1)] -= 1
-    return (err[:, :, None] * _h(loop, rows)[:, None, :]).reshape(len(p), -1)
+    return err, _h(loop, rows)
+
+def grad_embedding(loop, rows) -> np.ndarray:
+    "BADGE's embedding: the last-layer gradient (p - e_yhat) h^T for the predicted label, flattened (n, C*(d+1))."
+    err, h = grad_factors(loop, rows)
+    return (err[:, :, None] * h[:, None, :]).reshape(len(err), -1)
 
 # %% ../nbs/07_active.ipynb #28
 def _sqdist(A:np.ndarray, B:np.ndarray) -> np.ndarray:
@@ -226,15 +231,25 @@ def k_center_greedy(X:np.ndarray, # candidate vectors
         d = di if d is None else np.minimum(d, di)
     return np.array(picked, dtype=np.int64)
 
+def _pp_seed(sq:np.ndarray, dist_to, n:int, rng) -> np.ndarray:
+    "k-means++ seeding from squared norms `sq` and `dist_to(i)`: squared distances of every point to point i."
+    picked = [int(sq.argmax())]
+    d = dist_to(picked[0])
+    while len(picked) < min(n, len(sq)):
+        i = int(rng.choice(len(sq), p=d/d.sum())) if d.sum() > 0 else int(rng.choice(np.setdiff1d(np.arange(len(sq)), picked)))
+        picked.append(i); d = np.minimum(d, dist_to(i))
+    return np.array(picked, dtype=np.int64)
+
 def kmeans_pp(X:np.ndarray, n:int, rng=None) -> np.ndarray:
     "Positions of `n` points chosen by k-means++ seeding (the first: the largest norm, as in BADGE)."
-    rng = rng or np.random.default_rng(0)
-    picked = [int(np.linalg.norm(X, axis=1).argmax())]
-    d = _sqdist(X, X[picked])[:, 0]
-    while len(picked) < min(n, len(X)):
-        i = int(rng.choice(len(X), p=d/d.sum())) if d.sum() > 0 else int(rng.choice(np.setdiff1d(np.arange(len(X)), picked)))
-        picked.append(i); d = np.minimum(d, _sqdist(X, X[i:i+1])[:, 0])
-    return np.array(picked, dtype=np.int64)
+    X = np.asarray(X, np.float64); sq = (X**2).sum(1)
+    return _pp_seed(sq, lambda i: np.clip(sq + sq[i] - 2 * X @ X[i], 0, None), n, rng or np.random.default_rng(0))
+
+def kmeans_pp_outer(E:np.ndarray, H:np.ndarray, n:int, rng=None) -> np.ndarray:
+    "`kmeans_pp` on the outer products E_i ⊗ H_i without forming them: <e⊗h, e'⊗h'> = <e,e'><h,h'>."
+    E, H = np.asarray(E, np.float64), np.asarray(H, np.float64)
+    sq = (E**2).sum(1) * (H**2).sum(1)
+    return _pp_seed(sq, lambda i: np.clip(sq + sq[i] - 2 * (E @ E[i]) * (H @ H[i]), 0, None), n, rng or np.random.default_rng(0))
 
 # %% ../nbs/07_active.ipynb #30
 class Coreset(Strategy):
@@ -248,7 +263,7 @@ class BADGE(Strategy):
     "k-means++ seeding on gradient embeddings: uncertain and diverse batches (Ash et al. 2020)."
     def __call__(self, loop, n):
         rows = loop.candidates
-        return rows[kmeans_pp(grad_embedding(loop, rows), n, loop.rng)]
+        return rows[kmeans_pp_outer(*grad_factors(loop, rows), n, loop.rng)]
 
 # %% ../nbs/07_active.ipynb #32
 class WeightedKMeans(Strategy):
