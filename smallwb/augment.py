@@ -164,11 +164,12 @@ def show_augmentations(ds:Dataset, # the dataset to sample from
                        copies:int=5, # augmented copies of each
                        size:int=64, # display/training size
                        seed:int=0,
+                       idxs=None, # show exactly these items (default: `n` at random)
                        **kwargs, # passed to `policy` when `aug` is a name
                       ):
     "A matplotlib grid: each row an original and `copies` augmented versions of it."
     aug = policy(aug, size=size, seed=seed, **kwargs) if isinstance(aug, str) else aug
-    ims, titles = augmentation_grid(ds, aug, n, copies, size, seed)
+    ims, titles = augmentation_grid(ds, aug, n, copies, size, seed, idxs)
     return show_images(ims, titles, ncols=copies+1, size=1.3, suptitle=f'{getattr(aug, "name", "augmentation")}: original, then {copies} augmented copies')
 
 # %% ../nbs/03_augment.ipynb #25

@@ -15,7 +15,7 @@ from .augment import policy
 
 # %% auto #0
 __all__ = ['soft_targets', 'mix_targets', 'SoftMixup', 'SoftTargetCE', 'SoftTargetHandler', 'MixUpCutMix', 'show_mix',
-           'accuracy_on', 'NoValidation', 'fit_config', 'ablate', 'summarize']
+           'accuracy_on', 'NoValidation', 'fit_config', 'torch_threads', 'ablate', 'summarize']
 
 # %% ../nbs/04_mix.ipynb #5
 def soft_targets(y:torch.Tensor, # class indices (B,) or distributions (B, C)
@@ -77,7 +77,9 @@ class SoftTargetHandler(Callback):
         if self.old_lf is not None: self.learn.loss_func, self.old_lf = self.old_lf, None
 
     def after_cancel_train(self): self.after_train()
+    def after_cancel_epoch(self): self.after_train()
     def after_cancel_fit(self): self.after_train()
+    def after_fit(self): self.after_train()
 
 # %% ../nbs/04_mix.ipynb #12
 def _n_outputs(model:nn.Module) -> int:
@@ -167,7 +169,18 @@ def fit_config(ds:Dataset, # the dataset
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, cbs=cbs)
     return learn
 
-# %% ../nbs/04_mix.ipynb #21
+# %% ../nbs/04_mix.ipynb #22
+from contextlib import contextmanager
+
+@contextmanager
+def torch_threads(n:int|None):
+    "Run the block with `n` torch CPU threads (None: leave the setting alone)."
+    old = torch.get_num_threads()
+    if n: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
+
+# %% ../nbs/04_mix.ipynb #23
 def ablate(ds:Dataset, # the dataset
            train_idx, # items to train on
            eval_sets:dict, # name → items to score, e.g. {'valid': ...}
@@ -175,16 +188,18 @@ def ablate(ds:Dataset, # the dataset
            mix:dict|None=None, # mixing settings tried against no mixing (None: no mixing only)
            seeds=(0, 1), # one run per seed and configuration
            progress:bool=True,
+           threads:int|None=1, # torch CPU threads per run
            **kwargs, # passed to `fit_config` (size, epochs, lr, bs, domain, ...)
           ) -> pd.DataFrame:
     "Every (policy, ±mix, seed) trained once; one row per run with its accuracy on each eval set."
     from fastprogress.fastprogress import progress_bar
     configs = [(p, m, s) for p in policies for m in ([None, mix] if mix else [None]) for s in seeds]
     rows, size = [], kwargs.get('size', 32)
+    spec = backbone_spec(kwargs.get('backbone', 'lite0'))
     for p, m, s in (progress_bar(configs) if progress else configs):
-        learn = fit_config(ds, train_idx, None, p, m, seed=s, **kwargs)
-        spec = backbone_spec(kwargs.get('backbone', 'lite0'))
-        rows.append(dict(policy=p, mix=bool(m), seed=s, **{k: accuracy_on(learn.model, ds, v, size, spec.mean, spec.std) for k, v in eval_sets.items()}))
+        with torch_threads(threads):
+            learn = fit_config(ds, train_idx, None, p, m, seed=s, **kwargs)
+            rows.append(dict(policy=p, mix=bool(m), seed=s, **{k: accuracy_on(learn.model, ds, v, size, spec.mean, spec.std) for k, v in eval_sets.items()}))
     return pd.DataFrame(rows)
 
 def summarize(runs:pd.DataFrame, by:str='valid') -> pd.DataFrame:
