@@ -73,3 +73,15 @@ def test_soft_target_ce():
 def test_bad_settings():
     with pytest.raises(ValueError, match='nothing to mix'): MixUpCutMix(mixup_alpha=0, cutmix_alpha=0)
     with pytest.raises(ValueError, match="use 'batch', 'pair' or 'elem'"): MixUpCutMix(mode='row')
+
+def test_fit_config_repeats_for_the_same_seed():
+    "An augmented, mixed run is reproducible on the CPU (the experiment contract: metrics repeat for a seed)."
+    from smallwb.data import digits
+    from smallwb.mix import fit_config, torch_threads
+    ds = digits()
+    def weights(seed):
+        with torch_threads(1):
+            learn = fit_config(ds, np.arange(20), None, 'random', dict(mixup_alpha=0.4, cutmix_alpha=1.0), epochs=1, bs=10, seed=seed, pretrained=False, domain='digits')
+        return learn.model.head[1].weight.detach().clone()
+    a, b, c = weights(0), weights(0), weights(1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
