@@ -109,8 +109,8 @@ Round time = one `step()` (query + oracle + retrain) with 100 labels and a 1,000
   was added after a first run of this benchmark in which the best strategy was margin at 0.56×. Its one knob (prefilter 10)
   is the paper's default and was not tuned here, but the strategy list itself was extended after seeing this test split.
 - "Labels to 95%" of random comes from a noisy crossing: random's mean curve is flat near the target (per seed {' '.join(f'{v:.0f}' for v in per_seed['random'])}),
-  so every ratio carries that noise. Query-by-committee with KL disagreement loses to random: heads trained on bootstrap
-  samples of 20–100 labels disagree most on outliers, not on informative items; vote entropy does much better.
+  so every ratio carries that noise. Query-by-committee with KL disagreement loses to random; a likely reason (not verified here): heads trained on
+  bootstrap samples of 20–100 labels disagree most on outliers, not on informative items. Vote entropy does much better.
 - The feature-space choice by leave-one-out on 20 labels is a coarse judge (here a tie, resolved to the space listed first,
   pixels); on digits pixels are the right choice (pixel logistic regression 0.86 vs lite0 0.77 at 5 labels/class, STACK.md and transfer notes).
 """
