@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 NBS := nbs experiments
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test venv export clean-nbs check-sync nbtest pytest readme docs lab
+.PHONY: demo test venv export check-sync nbtest pytest readme docs lab
+.NOTPARALLEL:  # make -j must not run check-sync (which rewrites files) beside the tests
 
 # The venv: pinned requirements from settings.ini (`pip install -e .[dev]`) and the `smallwb` Jupyter kernel for papermill.
 $(STAMP): settings.ini setup.py
