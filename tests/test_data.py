@@ -55,13 +55,15 @@ def test_missing_file(tmp):
 
 
 def test_bomb_limit_is_a_parameter(tmp):
+    pil_limit = Image.MAX_IMAGE_PIXELS
     noise(tmp/'big.png', (200, 100))
     with pytest.raises(BadImage, match=r'big.png: 200x100 = 20,000 pixels is over the limit of 10,000'): load_image(tmp/'big.png', max_pixels=10_000)
     assert load_image(tmp/'big.png', max_pixels=20_000).shape == (100, 200, 3)
     # PIL's own limit (twice MAX_PIXELS raises inside PIL) is reported the same way
     (tmp/'huge.png').write_bytes(png_header(30_000, 30_000))
     with pytest.raises(BadImage, match='huge.png.*decompression bomb'): open_image(tmp/'huge.png')
-    assert MAX_PIXELS == Image.MAX_IMAGE_PIXELS  # global PIL setting restored
+    assert Image.MAX_IMAGE_PIXELS == pil_limit  # PIL's global setting is restored
+    assert load_image(tmp/'big.png', max_pixels=10 * MAX_PIXELS).shape == (100, 200, 3)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason='root reads any file')
