@@ -19,8 +19,8 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'PACKAGE_WEIGHTS', 'ARC
            'ImageItems', 'Classifier', 'create_classifier', 'check_size', 'save_model', 'load_model', 'features',
            'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims', 'tap_features', 'fold_standardization',
            'source_dim', 'Probe', 'create_probe', 'fit_head', 'source_features', 'fit_heads', 'predict_heads',
-           'fit_probe', 'predict', 'default_tfm', 'fine_tune', 'Recipe', 'candidates', 'cross_validate', 'fit_recipe',
-           'auto', 'plot_cv']
+           'fit_probe', 'predict', 'default_tfm', 'History', 'fine_tune', 'Recipe', 'candidates', 'cross_validate',
+           'fit_recipe', 'auto', 'plot_cv']
 
 # %% ../nbs/02_transfer.ipynb #5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -496,7 +496,17 @@ def default_tfm(flip:bool=False, # also mirror left-right
     return lambda im: aug(image=im)['image']
 
 STRATEGIES = ('probe', 'head', 'gradual')
-from contextlib import nullcontext as _nullctx
+
+from fastai.callback.core import Callback
+class History(Callback):
+    "Training loss per batch and recorder values per epoch across every phase (fastai's `Recorder` restarts at each fit)."
+    order = 60  # after the Recorder
+    def before_fit(self):
+        if not hasattr(self, 'epochs'): self.losses, self.epochs = [], []
+    def after_batch(self):
+        if self.training: self.losses.append(float(self.learn.loss))
+    def after_epoch(self): self.epochs.append([float(v) for v in self.learn.recorder.values[-1]])
+from contextlib import ExitStack
 
 # %% ../nbs/02_transfer.ipynb #52
 def fine_tune(ds:Dataset, # the dataset
@@ -516,8 +526,9 @@ def fine_tune(ds:Dataset, # the dataset
               show_progress:bool=True, # fastai's progress bar
               init_probe:bool=True, # start the head from the linear probe on cached features
               cache:FeatureCache|None=None,
+              cbs=None, # extra fastai callbacks
              ) -> Learner:
-    "A fastai `Learner` trained with the `head` or `gradual` strategy; `learn.model.arch` is set for `save_model`."
+    "A fastai `Learner` trained with the `head` or `gradual` strategy; `learn.history` holds every phase's losses, `learn.model.arch` is set for `save_model`."
     from smallwb.core import set_seed
     if strategy not in ('head', 'gradual'): raise ValueError(f"unknown fine-tuning strategy {strategy!r}: use 'head' or 'gradual' (or fit_probe for 'probe')")
     check_size(backbone, size); spec = backbone_spec(backbone); set_seed(seed); idxs = np.asarray(idxs)
@@ -525,11 +536,11 @@ def fine_tune(ds:Dataset, # the dataset
     model.arch = dict(name='classifier', backbone=backbone, n_classes=len(ds.classes))
     valid_idx = idxs[:min(len(idxs), 2*bs)] if valid_idx is None else valid_idx
     dls = make_dls(ds, idxs, valid_idx, size, spec.mean, spec.std, default_tfm() if tfm == 'default' else tfm, bs, seed)
-    learn = make_learner(model, dls, n_groups)
+    learn = make_learner(model, dls, n_groups, cbs=[History()] + list(cbs or []))
     phases = 1 if strategy == 'head' else n_groups + 1
     per = np.array_split(np.arange(epochs), phases)
-    ctx = learn.no_bar() if not show_progress else _nullctx()
-    with ctx:
+    with ExitStack() as quiet:
+        if not show_progress: quiet.enter_context(learn.no_bar()); quiet.enter_context(learn.no_logging())
         for i, ep in enumerate(per):
             if not len(ep): continue
             if i: learn.freeze_to(-(i + 1))
