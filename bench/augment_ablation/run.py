@@ -20,12 +20,20 @@ SIZE, DOMAIN = 32, 'digits'
 POLICIES = ['none', 'conservative', 'moderate', 'aggressive', 'random']
 MIX = dict(mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.5, label_smoothing=0.1, off_epochs=2)
 
+PARTS = HERE/'parts'  # one CSV per (part, seed, epochs): seeds can run as separate processes (`--seeds 1`) and the full run reuses them
+
+def cached(name, compute):
+    "The DataFrame stored under `name`, computing and storing it the first time."
+    p = PARTS/f'{name}.csv'
+    if p.exists(): return pd.read_csv(p)
+    PARTS.mkdir(exist_ok=True); r = compute(); r.to_csv(p, index=False); print(name, '\n', r.to_string(), flush=True)
+    return r
+
 def digits_ablation(seeds, epochs):
     ds = digits(); runs = []
     for s in seeds:
         sp = budget_split(ds, 10, seed=s)
-        r = ablate(ds, sp.labeled, {'test': sp.test}, POLICIES, MIX, seeds=(s,), progress=False, size=SIZE, epochs=epochs, domain=DOMAIN)
-        runs.append(r); print(r.to_string(), flush=True)
+        runs.append(cached(f'digits_seed{s}_e{epochs}', lambda: ablate(ds, sp.labeled, {'test': sp.test}, POLICIES, MIX, seeds=(s,), progress=False, size=SIZE, epochs=epochs, domain=DOMAIN)))
     runs = pd.concat(runs)
     t = runs.groupby(['policy', 'mix'], sort=False)['test'].agg(['mean', 'std']).reset_index()
     t['gain'] = t['mean'] - t.loc[(t.policy == 'none') & ~t.mix, 'mean'].item()
@@ -53,14 +61,15 @@ def series_ablation(seeds, epochs):
     te = np.arange(3000, 4000)
     configs = {'none': None, **{o: [o] for o in SERIES_OPS}, 'all four': list(SERIES_OPS)}
     rows = []
-    with torch_threads(1):
-        for s in seeds:
-            rng = np.random.default_rng(s)
-            tr = np.concatenate([rng.choice(np.flatnonzero(y[:3000] == c), 20, replace=False) for c in range(10)])
+    def one_seed(s):
+        rng = np.random.default_rng(s); rows = []
+        tr = np.concatenate([rng.choice(np.flatnonzero(y[:3000] == c), 20, replace=False) for c in range(10)])
+        with torch_threads(1):
             for name, ops in configs.items():
                 acc = fit_series(x[tr], y[tr], x[te], y[te], SeriesAugment(ops, p=0.5, seed=s) if ops else None, epochs=epochs, seed=s)
-                rows.append(dict(augmentation=name, seed=s, test=acc)); print(rows[-1], flush=True)
-    r = pd.DataFrame(rows)
+                rows.append(dict(augmentation=name, seed=s, test=acc))
+        return pd.DataFrame(rows)
+    r = pd.concat([cached(f'series_seed{s}_e{epochs}', lambda: one_seed(s)) for s in seeds])
     t = r.groupby('augmentation', sort=False)['test'].agg(['mean', 'std']).reset_index()
     t['gain'] = t['mean'] - t.loc[t.augmentation == 'none', 'mean'].item()
     return r, t
@@ -75,15 +84,22 @@ def md_table(df, cols):
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument('--epochs', type=int, default=20); ap.add_argument('--series_epochs', type=int, default=60)
-    ap.add_argument('--quick', action='store_true'); a = ap.parse_args()
+    ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--other_only', action='store_true', help='only compute (and cache) the MNIST-1D ablation and the throughput, then stop')
+    ap.add_argument('--seeds', type=int, nargs='*', help='only compute (and cache) the digits ablation for these seeds, then stop')
+    a = ap.parse_args()
     seeds = (0,) if a.quick else (0, 1, 2)
     epochs, s_epochs = (2, 5) if a.quick else (a.epochs, a.series_epochs)
+    if a.seeds: digits_ablation(a.seeds, epochs); return
+    if a.other_only: series_ablation(seeds, s_epochs); main_tp = cached('throughput', lambda: pd.DataFrame([dict(policy=p, rate=r) for p, r in (lambda rt: {**rt[0], 'training': rt[1]})(throughput()).items()])); return
     t0 = time.time()
     runs, t = digits_ablation(seeds, epochs)
-    rates, train_rate = throughput()
+    tp = cached('throughput', lambda: pd.DataFrame([dict(policy=p, rate=r) for p, r in (lambda rt: {**rt[0], 'training': rt[1]})(throughput()).items()]))
+    rates = {p: r for p, r in zip(tp.policy, tp.rate) if p != 'training'}; train_rate = float(tp.rate[tp.policy == 'training'].item())
     sruns, st = series_ablation(seeds, s_epochs)
     wall = time.time() - t0
     runs.to_csv(HERE/'digits_runs.csv', index=False); sruns.to_csv(HERE/'series_runs.csv', index=False)
+    load = os.getloadavg()[0]
 
     t['config'] = [f'{p}{" + MixUp/CutMix" if m else ""}' for p, m in zip(t.policy, t.mix)]
     t = t.rename(columns={'mean': 'test accuracy (mean)', 'std': 'std', 'gain': 'vs none'})
@@ -94,10 +110,9 @@ def main():
     worst_ratio = float(tp['ratio to training images/s'].min())
     st = st.rename(columns={'mean': 'test accuracy (mean)', 'std': 'std', 'gain': 'vs none'})
     sbest = st.iloc[st['test accuracy (mean)'].values.argmax()]
-    load = os.getloadavg()[0]
     cmd = '.venv/bin/python bench/augment_ablation/run.py' + (' --quick' if a.quick else '')
     out = [f'## augment_ablation: augmentation policies, MixUp/CutMix, time-series augmentation', '',
-           f'Command: `{cmd}` ({wall/60:.1f} min wall). Machine: {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}, torch {torch.__version__}; '
+           f'Command: `{cmd}` ({wall/60:.1f} min wall for what was not cached; digits seeds can be computed in parallel first with `--seeds 1` and `--seeds 2`, cached in `bench/augment_ablation/parts/`). Machine: {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}, torch {torch.__version__}; '
            f'shared with other jobs while it ran (load average {load:.1f} at the end), so wall times are noisy; rates below are CPU-time based, one thread.', '',
            f'### Digits, 10 labels per class, {len(seeds)} seeds', '',
            f'Lite0 with ImageNet weights, {SIZE}px, fine-tuned end to end for {epochs} epochs (one-cycle, lr 3e-3, bs 16), digits domain switches (no flips, rotation ≤ 15°·magnitude). '
