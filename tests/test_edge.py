@@ -1,0 +1,161 @@
+"`smallwb.edge` on tiny models: export with metadata and parity, the shipped classifier, int8 with its budget loop, latency, and the bad inputs."
+import numpy as np
+import pytest
+import torch, torch.nn as nn
+from smallwb import transfer
+from smallwb.data import digits, budget_split
+from smallwb.edge import (ExportError, ParityError, export_onnx, export_checkpoint, onnx_metadata, OnnxClassifier, check_parity,
+                          torch_fn, onnx_fn, preprocess, quantize, quantize_within_budget, sensitive_ends, node_errors, accuracy,
+                          profile, cpu_info, model_inputs)
+
+SIZE, MEAN, STD = 8, (0.5,)*3, (0.5,)*3
+
+
+class PixelLinear(nn.Module):
+    "A non-CNN model: flattened pixels → linear."
+    def __init__(self, size=SIZE, n_classes=10):
+        super().__init__(); self.fc = nn.Linear(3*size*size, n_classes)
+    def forward(self, x): return self.fc(x.flatten(1))
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, n_classes=10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.ReLU())
+        self.fc = nn.Linear(32, n_classes)
+    def forward(self, x): return self.fc(self.body(x).mean((2, 3)))
+
+
+transfer.ARCHS.setdefault('test_pixel_linear', lambda size=SIZE, n_classes=10: PixelLinear(size, n_classes))
+
+
+@pytest.fixture(scope='module')
+def digits_data():
+    ds = digits(); sp = budget_split(ds, 20, seed=0)
+    x = lambda idx: preprocess(ds.images(idx, SIZE), dict(size=SIZE, mean=MEAN, std=STD))
+    return ds, sp, x
+
+
+def fit(model, x, y, steps=150):
+    "A few full-batch Adam steps: enough for digits at 8 px."
+    torch.manual_seed(0); opt = torch.optim.Adam(model.parameters(), 1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(steps):
+        opt.zero_grad(); nn.functional.cross_entropy(model(xt), yt).backward(); opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope='module')
+def pixel_model(digits_data, tmp_path_factory):
+    ds, sp, x = digits_data
+    m = fit(PixelLinear(), x(sp.labeled), ds.labels[sp.labeled])
+    d = tmp_path_factory.mktemp('pix')
+    ck = transfer.save_model(d/'pix.pth', m, dict(name='test_pixel_linear', size=SIZE, n_classes=10), ds.classes, SIZE, MEAN, STD)
+    return m, ck, export_checkpoint(ck, d/'pix.onnx')
+
+
+def test_export_metadata_and_parity(pixel_model, digits_data):
+    ds, sp, x = digits_data
+    m, ck, path = pixel_model
+    meta = onnx_metadata(path)
+    assert meta['classes'] == ds.classes and meta['size'] == SIZE and meta['mean'] == list(MEAN) and meta['arch']['name'] == 'test_pixel_linear'
+    r = check_parity(torch_fn(m), onnx_fn(path), x(sp.test[:200]))
+    assert r['top1_agreement'] == 1.0 and r['max_abs_diff'] < 1e-4 and r['n'] == 200
+    for b in (1, 7):  # dynamic batch
+        assert onnx_fn(path)(x(sp.test[:b])).shape == (b, 10)
+
+
+def test_parity_breaks_loudly(pixel_model, digits_data):
+    ds, sp, x = digits_data
+    _, _, path = pixel_model
+    other = PixelLinear().eval()
+    with pytest.raises(ParityError, match='parity broken'):
+        check_parity(torch_fn(other), onnx_fn(path), x(sp.test[:50]), name='pix.onnx')
+
+
+def test_shipped_classifier_matches_torch(pixel_model, digits_data, tmp_path):
+    from PIL import Image
+    ds, sp, x = digits_data
+    m, _, path = pixel_model
+    oc = OnnxClassifier(path, threads=1)
+    ims = ds.images(sp.test[:40])  # original 8x8 size, uint8
+    want = [ds.classes[i] for i in torch_fn(m)(x(sp.test[:40])).argmax(1)]
+    assert list(oc(ims).label) == want
+    for i in range(3): Image.fromarray(ims[i]).save(tmp_path/f'{i}.png')
+    (tmp_path/'bad.png').write_bytes(b'')
+    res = oc(tmp_path).set_index('item')
+    assert [res.loc[str(tmp_path/f'{i}.png'), 'label'] for i in range(3)] == want[:3]
+    assert 'empty' in res.loc[str(tmp_path/'bad.png'), 'error']
+    assert oc(tmp_path/'0.png').label.iloc[0] == want[0]
+
+
+def test_unsupported_op_is_named(tmp_path):
+    @torch.library.custom_op('smallwb_test::mystery', mutates_args=())
+    def mystery(x: torch.Tensor) -> torch.Tensor: return x * 2
+    @mystery.register_fake
+    def _(x): return torch.empty_like(x)
+    class M(nn.Module):
+        def forward(self, x): return mystery(x).mean((2, 3))
+    with pytest.raises(ExportError, match='smallwb_test.mystery'):
+        export_onnx(M(), tmp_path/'m.onnx', ['a', 'b', 'c'], 8, MEAN, STD)
+
+
+def test_missing_and_corrupt_files(tmp_path, pixel_model):
+    with pytest.raises(FileNotFoundError, match='not found'): OnnxClassifier(tmp_path/'nope.onnx')
+    (tmp_path/'bad.onnx').write_bytes(b'\x12\x34 this is not protobuf' * 3)
+    with pytest.raises(ValueError, match='not a valid ONNX model'): OnnxClassifier(tmp_path/'bad.onnx')
+    cut = tmp_path/'cut.onnx'; cut.write_bytes(pixel_model[2].read_bytes()[:5000])  # a truncated download
+    with pytest.raises(ValueError, match='cut.onnx'): OnnxClassifier(cut)
+
+
+def test_calibration_shape_is_checked(pixel_model, tmp_path):
+    path = pixel_model[2]
+    with pytest.raises(ValueError, match=r'has shape \(4, 3, 16, 16\).*float32 \(N, 3, 8, 8\)'):
+        quantize(path, tmp_path/'q.onnx', np.zeros((4, 3, 16, 16), np.float32))
+    with pytest.raises(ValueError, match='is empty'):
+        quantize(path, tmp_path/'q.onnx', np.zeros((0, 8, 8, 3), np.uint8))
+    assert model_inputs(path, np.zeros((2, 20, 20, 3), np.uint8)).shape == (2, 3, 8, 8)  # any image size is resized
+    assert not (tmp_path/'q.onnx').exists()
+
+
+def test_int8_within_budget_pixel_linear(pixel_model, digits_data, tmp_path):
+    ds, sp, x = digits_data
+    _, _, path = pixel_model
+    before = path.read_bytes()
+    r = quantize_within_budget(path, tmp_path/'q.onnx', ds.images(sp.labeled), x(sp.test), ds.labels[sp.test], budget=1.0, log=lambda m: None)
+    assert r['within_budget'] and r['drop'] <= 1.0 and r['fp32_accuracy'] > 0.8
+    assert abs(accuracy(onnx_fn(tmp_path/'q.onnx'), x(sp.test), ds.labels[sp.test]) - r['int8_accuracy']) < 1e-9
+    assert onnx_metadata(tmp_path/'q.onnx')['classes'] == ds.classes and path.read_bytes() == before
+
+
+def test_int8_budget_loop_and_strict_error(digits_data, tmp_path):
+    ds, sp, x = digits_data
+    m = fit(TinyCNN(), x(sp.labeled), ds.labels[sp.labeled], steps=60)
+    path = export_onnx(m, tmp_path/'cnn.onnx', ds.classes, SIZE, MEAN, STD)
+    ends = sensitive_ends(path)
+    assert len(ends) == 2 and ends[0] != ends[1]
+    q = quantize(path, tmp_path/'q.onnx', ds.images(sp.labeled))
+    err = node_errors(path, q, x(sp.labeled[:16]))
+    assert len(err) > 0 and err.sqnr.is_monotonic_increasing
+    logs = []
+    with pytest.raises(ParityError, match='could not be brought within') as e:
+        quantize_within_budget(path, tmp_path/'s.onnx', ds.images(sp.labeled), x(sp.test[:100]), ds.labels[sp.test[:100]],
+                               budget=-50, max_attempts=3, strict=True, log=logs.append)
+    assert 'cnn.onnx is unchanged' in str(e.value) and path.exists() and (tmp_path/'s.onnx').exists()
+    assert len([l for l in logs if l.startswith('int8 attempt')]) == 3
+    assert '2 nodes kept in float' in logs[1]  # second attempt: the first conv and the last layer
+
+
+def test_dynamic_quantization(pixel_model, digits_data, tmp_path):
+    ds, sp, x = digits_data
+    q = quantize(pixel_model[2], tmp_path/'d.onnx', mode='dynamic')
+    assert check_parity(onnx_fn(pixel_model[2]), onnx_fn(q), x(sp.test[:100]), rtol=None, min_agreement=0.9)['top1_agreement'] >= 0.9
+    with pytest.raises(ValueError, match="mode 'fp16'"): quantize(pixel_model[2], tmp_path/'e.onnx', mode='fp16')
+
+
+def test_profile_and_cpu(pixel_model):
+    m, _, path = pixel_model
+    df = profile({'torch': torch_fn(m), 'ort': onnx_fn(path, 1)}, SIZE, (1, 4), threads=1, runs=50, warmup=2)
+    assert len(df) == 4 and (df.runs == 50).all() and (df.p50_ms <= df.p99_ms).all() and (df.threads == 1).all()
+    c = cpu_info()
+    assert isinstance(c['vnni'], bool) and c['cores'] >= 1 and c['cpu']
