@@ -126,6 +126,12 @@ def write(rows, budgets, a, speed, t_all, n_test):
         cached, full = speed
         lines += [f'Probe epoch on cached features: {cached*1e3:.1f} ms; epoch recomputing the frozen backbone: {full*1e3:.1f} ms '
                   f'(200 items, batch 32, {SIZE} px, best of 3): **{full/cached:.0f}× faster**.', '']
+    lines += [f'Caveat: at {a.epochs} epochs the two fine-tuning peers are undertrained — 50 to 200 images make only a few optimizer '
+              'steps per epoch, and both fastai\'s `fine_tune` and smallwb gradual end below the linear probe (gradual even below its own '
+              'probe initialisation; a likely but unverified cause is BatchNorm statistics of the upscaled glyphs drifting from ImageNet\'s '
+              'in too few steps to settle). Their rows show what this budget buys, not what fine-tuning can reach; the fair run is '
+              '`--epochs 30 --ft-seeds 3` (an hour or more on 2 free cores, minutes on a GPU). `auto` only adds fine-tuning candidates from '
+              '`FINETUNE_MIN` = 1000 labeled items, so its numbers here do not depend on them.', '']
     lines += ['## Targets', '']
     for lpc in budgets:
         peers = [m for m in METHODS if m != 'smallwb auto' and (lpc, m) in rows]
