@@ -85,18 +85,24 @@ def md_table(df, cols):
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument('--epochs', type=int, default=20); ap.add_argument('--series_epochs', type=int, default=60)
     ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--available', action='store_true', help='write results.md from the digits seeds already cached (computes nothing)')
     ap.add_argument('--other_only', action='store_true', help='only compute (and cache) the MNIST-1D ablation and the throughput, then stop')
     ap.add_argument('--seeds', type=int, nargs='*', help='only compute (and cache) the digits ablation for these seeds, then stop')
     a = ap.parse_args()
     seeds = (0,) if a.quick else (0, 1, 2)
     epochs, s_epochs = (2, 5) if a.quick else (a.epochs, a.series_epochs)
     if a.seeds: digits_ablation(a.seeds, epochs); return
+    if a.available:  # assemble from the cached parts only (e.g. while other seeds are still running)
+        have = lambda part, s, e: (PARTS/f'{part}_seed{s}_e{e}.csv').exists()
+        seeds = tuple(s for s in seeds if have('digits', s, epochs))
+        if not seeds or not all(have('series', s, s_epochs) for s in (0, 1, 2)) or not (PARTS/'throughput.csv').exists():
+            raise SystemExit(f'--available: nothing to assemble yet (cached: {sorted(p.name for p in PARTS.glob("*.csv"))})')
     if a.other_only: series_ablation(seeds, s_epochs); main_tp = cached('throughput', lambda: pd.DataFrame([dict(policy=p, rate=r) for p, r in (lambda rt: {**rt[0], 'training': rt[1]})(throughput()).items()])); return
     t0 = time.time()
     runs, t = digits_ablation(seeds, epochs)
     tp = cached('throughput', lambda: pd.DataFrame([dict(policy=p, rate=r) for p, r in (lambda rt: {**rt[0], 'training': rt[1]})(throughput()).items()]))
     rates = {p: r for p, r in zip(tp.policy, tp.rate) if p != 'training'}; train_rate = float(tp.rate[tp.policy == 'training'].item())
-    sruns, st = series_ablation(seeds, s_epochs)
+    sruns, st = series_ablation((0, 1, 2) if a.available else seeds, s_epochs)
     wall = time.time() - t0
     runs.to_csv(HERE/'digits_runs.csv', index=False); sruns.to_csv(HERE/'series_runs.csv', index=False)
     load = os.getloadavg()[0]
@@ -110,11 +116,11 @@ def main():
     worst_ratio = float(tp['ratio to training images/s'].min())
     st = st.rename(columns={'mean': 'test accuracy (mean)', 'std': 'std', 'gain': 'vs none'})
     sbest = st.iloc[st['test accuracy (mean)'].values.argmax()]
-    cmd = '.venv/bin/python bench/augment_ablation/run.py' + (' --quick' if a.quick else '')
+    cmd = '.venv/bin/python bench/augment_ablation/run.py' + (' --quick' if a.quick else '') + (' --available' if a.available else '')
     out = [f'## augment_ablation: augmentation policies, MixUp/CutMix, time-series augmentation', '',
            f'Command: `{cmd}` ({wall/60:.1f} min wall for what was not cached; digits seeds can be computed in parallel first with `--seeds 1` and `--seeds 2`, cached in `bench/augment_ablation/parts/`). Machine: {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}, torch {torch.__version__}; '
            f'shared with other jobs while it ran (load average {load:.1f} at the end), so wall times are noisy; rates below are CPU-time based, one thread.', '',
-           f'### Digits, 10 labels per class, {len(seeds)} seeds', '',
+           f'### Digits, 10 labels per class, {len(seeds)} seeds' + (f' (of 3: seeds {list(seeds)} were done when this was written; rerun without --available for all three)' if a.available and len(seeds) < 3 else ''), '',
            f'Lite0 with ImageNet weights, {SIZE}px, fine-tuned end to end for {epochs} epochs (one-cycle, lr 3e-3, bs 16), digits domain switches (no flips, rotation ≤ 15°·magnitude). '
            f'Each seed draws its own 100 labeled images and trains with that seed; test set: the fixed half of digits ({len(budget_split(digits(), 10).test)} images). '
            f'MixUp/CutMix: {MIX}.', '',
@@ -122,7 +128,7 @@ def main():
            f'### Augmentation throughput vs training', '',
            f'Training (forward + backward, bs 16, {SIZE}px): {train_rate:.0f} images/s.', '',
            md_table(tp, ['policy', 'augment images/s', 'ratio to training images/s']), '',
-           f'### MNIST-1D, 20 labels per class, {len(seeds)} seeds', '',
+           f'### MNIST-1D, 20 labels per class, {len(sruns.seed.unique())} seeds', '',
            f'A 3-block 1D CNN (32 channels), {s_epochs} epochs one-cycle, lr 3e-3, bs 32; each op applied with p=0.5; test: 1,000 series generated offline by `mnist1d`.', '',
            md_table(st, ['augmentation', 'test accuracy (mean)', 'std', 'vs none']), '',
            '### Targets', '',
