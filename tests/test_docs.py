@@ -5,7 +5,8 @@ every page in headless Chromium. A page fails on an HTTP 404 (its own or a resou
 internal link or anchor, an image that does not load, a module page without an entry (signature, and a parameter
 table where the code has docments) for each exported name, or a module page that should show a figure and doesn't.
 Screenshots go to test-output/docs/. Skipped, saying why, only when chromium or chromedriver is not installed
-(`apt-get install chromium chromium-driver`; `.ci/run` installs them).
+(`apt-get install chromium chromium-driver`; `.ci/run` installs them). `SMALLWB_DOCS_BUILT=1` checks the `_docs/` that is
+already there instead of building it.
 """
 import importlib, json, os, shutil, subprocess, sys, tempfile, threading, time
 from functools import partial
