@@ -159,3 +159,18 @@ def test_profile_and_cpu(pixel_model):
     assert len(df) == 4 and (df.runs == 50).all() and (df.p50_ms <= df.p99_ms).all() and (df.threads == 1).all()
     c = cpu_info()
     assert isinstance(c['vnni'], bool) and c['cores'] >= 1 and c['cpu']
+
+
+def test_edge_stage_alone_trains_a_fallback(tmp_path):
+    "`smallwb run --stages edge`: no earlier model, so the stage trains a quick default, says so, and ships fp32 + int8."
+    import nbformat
+    from smallwb.pipeline import run_chain
+    from smallwb.core import read_json
+    run = run_chain(['edge'], {'quick': True}, 'alone', tmp_path, log=lambda s: None)
+    m = read_json(run/'edge'/'metrics.json')
+    assert (run/'edge'/'model.onnx').exists() and (run/'edge'/'model.int8.onnx').exists() and (run/'edge'/'latency.png').exists()
+    assert m['source_model'] == 'edge/fallback.pth' and m['accuracy'] == m['int8_accuracy'] > 0.3
+    assert m['parity']['top1_agreement'] == 1.0 and m['int8_size_ratio'] < 0.35 and isinstance(m['cpu']['vnni'], bool)
+    assert set(m['latency_ms']['b1']) == {'torch fp32', 'ORT fp32', 'ORT int8'}
+    log = ''.join(str(o.get('text', '')) for c in nbformat.read(run/'edge.ipynb', as_version=4).cells for o in c.get('outputs', []))
+    assert 'no earlier stage saved a model' in log
