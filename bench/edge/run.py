@@ -16,6 +16,15 @@ from smallwb.edge import (export_checkpoint, preprocess, check_parity, torch_fn,
 from smallwb.transfer import load_model
 
 HERE = Path(__file__).parent
+WHY = """Reading the targets:
+- torch eager vs int8: on an oversubscribed machine torch's OpenMP workers stall waiting for each other (its p90/p99 are seconds), so
+  this ratio overstates the gain. For scale, ../shared/STACK.md (an idle machine of this kind, not this run) has torch eager 17.0 ms
+  and ORT int8 2.49 ms for Lite0 at 224² (6.8×), close to the target; this run cannot confirm it. Rerun on an idle machine.
+- int8 accuracy at 224²: the model is head-only (frozen features + logistic regression), whose logits have small margins on
+  upscaled 8×8 digits; keeping the first conv, the last layer and the lowest-SQNR nodes in float did not bring the validation drop
+  under budget, so the loop kept the plain int8 model and said so. What would close it: a real fine-tune of the backbone (wider
+  margins), more calibration images, or quantization-aware training; at the run's own size (64²) the budget is met."""
+
 TARGETS = dict(int8_vs_ort_fp32=1.6, int8_vs_torch=6.0, max_drop_points=0.5, max_size_ratio=0.3)
 
 
@@ -110,7 +119,7 @@ def write_results(res, a, cpu, load0, load1, secs):
               f"- {r['size']}²: test accuracy drop {drop:+.2f} points (validation drop {r['valid_drop']:+.2f}, {r['excluded']} nodes in float; target ≤ {TARGETS['max_drop_points']}): {ok(drop <= TARGETS['max_drop_points'])}",
               f"- {r['size']}²: int8 file {ratio:.3f}× fp32 (target ≤ {TARGETS['max_size_ratio']}×): {ok(ratio <= TARGETS['max_size_ratio'])}",
               f"- {r['size']}²: torch↔ONNX parity on 64 test images: max |logit diff| {r['parity']['max_abs_diff']:.2g}, top-1 agreement {r['parity']['top1_agreement']:.0%}"]
-    L += ['', 'Notes: the distilled student is not included (the distill stage had not landed when this ran). '
+    L += ['', WHY, '', 'Notes: the distilled student is not included (the distill stage landed while this ran; not measured). '
           'Per-round timings are in `runs/bench_edge/rounds.csv`.', '']
     (HERE/'results.md').write_text('\n'.join(L), encoding='utf-8')
     pd.concat([r['rounds'].assign(size=r['size']) for r in res]).to_csv('runs/bench_edge/rounds.csv', index=False)
