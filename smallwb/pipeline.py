@@ -11,7 +11,7 @@ from .core import read_json, write_json, scalar_metrics, is_timing
 
 # %% auto #0
 __all__ = ['experiments_dir', 'find_stages', 'default_chain', 'parse_value', 'stage_params', 'declared_params', 'check_params',
-           'resolve_data', 'StageFailed', 'kernel_name', 'run_stage', 'run_chain', 'headline_metrics',
+           'resolve_data', 'StageFailed', 'kernel_name', 'run_stage', 'merged_chain', 'run_chain', 'headline_metrics',
            'overview_figure', 'write_summary', 'read_config', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #5
@@ -108,6 +108,11 @@ def _headline(m:dict) -> str:
     keys = [k for k in ('accuracy', 'best', 'int8_accuracy', 'student_accuracy', 'gain') if k in m]
     return ', '.join(f'{k}={m[k]:.4g}' if isinstance(m[k], float) else f'{k}={m[k]}' for k in keys)
 
+def merged_chain(run_dir:Path, stages:list, found:dict) -> list:
+    "This run's stages in chain order: those asked for now, plus earlier ones whose outputs are already in `run_dir`."
+    earlier = [s for s in found if s not in stages and (Path(run_dir)/s/'metrics.json').exists()]
+    return stages if not earlier else sorted(set(stages) | set(earlier), key=list(found).index)
+
 def run_chain(stages:list|None=None, # stage names in order; default `default_chain()`
               params:dict|None=None, # parameters for the stages (see `stage_params`)
               name:str|None=None, # run name; default a timestamp
@@ -127,19 +132,21 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
     if 'data' in params: params['data'] = resolve_data(params['data'])
     run_dir = (Path(runs_dir)/(name or time.strftime('%Y%m%d-%H%M%S'))).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir/'run.json', {'stages': stages, 'params': params, 'status': 'running'})
-    results = {}
+    chain = merged_chain(run_dir, stages, found)
+    info = {'stages': chain, 'ran': stages, 'params': params}
+    write_json(run_dir/'run.json', {**info, 'status': 'running'})
+    results = {s: read_json(run_dir/s/'metrics.json') for s in chain if s not in stages}
     for i, s in enumerate(stages, 1):
         log(f"[{i}/{len(stages)}] {s}: running {found[s].name} ...")
         t0 = time.time()
         try: results[s] = run_stage(s, found[s], run_dir, params, kernel, log)
         except StageFailed as e:
-            write_json(run_dir/'run.json', {'stages': stages, 'params': params, 'status': 'failed', 'failed_stage': s, 'error': str(e)})
-            write_summary(run_dir, stages, results, failed=s)
+            write_json(run_dir/'run.json', {**info, 'status': 'failed', 'failed_stage': s, 'error': str(e)})
+            write_summary(run_dir, chain, results, failed=s)
             raise
         log(f"[{i}/{len(stages)}] {s}: done in {time.time()-t0:.0f}s  {_headline(results[s])}")
-    write_json(run_dir/'run.json', {'stages': stages, 'params': params, 'status': 'done'})
-    write_summary(run_dir, stages, results)
+    write_json(run_dir/'run.json', {**info, 'status': 'done'})
+    write_summary(run_dir, chain, results)
     log(f"report: {run_dir/'summary.md'}")
     return run_dir
 
@@ -191,7 +198,7 @@ def write_summary(run_dir, stages:list, results:dict, failed:str|None=None) -> P
     p = run_dir/'summary.md'; p.write_text('\n'.join(lines), encoding='utf-8')
     return p
 
-# %% ../nbs/09_pipeline.ipynb #25
+# %% ../nbs/09_pipeline.ipynb #26
 def _parser():
     ap = argparse.ArgumentParser(prog='smallwb', description='smallwb: train production models from a few hundred labels')
     sub = ap.add_subparsers(dest='cmd', required=True)
