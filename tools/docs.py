@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urldefrag, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT/'.cache'/'docs'
-VERSION = '3'  # bump to invalidate every cached page
+VERSION = '4'  # bump to invalidate every cached page
 PLOT_HINTS = re.compile(r'\b(plt\.|show_images|show_dataset|show_batch|\.plot\(|imshow|subplots|show_results|plot_)')
 
 
@@ -293,7 +293,7 @@ def convert(nb: dict, page: str, linker: Linker, module: str | None, prefix: str
         if d.get('output') == 'false': outputs, tags = [], tags + ['remove-output']
         if not code.strip() and not outputs: continue
         figures += sum('image/png' in o.get('data', {}) or 'image/svg+xml' in o.get('data', {}) for o in outputs)
-        plots += bool(PLOT_HINTS.search(code))
+        plots += bool(PLOT_HINTS.search(re.sub(r'^\s*(from|import)\s.*$', '', code, flags=re.M)))
         for o in outputs:
             if 'data' in o: o['data'] = {k: v for k, v in o['data'].items() if not k.startswith('application/vnd.jupyter')}
         out.append({'cell_type': 'code', 'metadata': {'tags': tags} if tags else {}, 'source': code,
