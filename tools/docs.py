@@ -198,12 +198,15 @@ def directives(src: str):
 
 def text(o) -> str: return o if isinstance(o, str) else ''.join(o)
 
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.gif', '.svg', '.webp')
+
 class Linker:
     "Rewrites nbdev's doc links (`{doc_url}core.html#stage`) and page links (`core.html`) for Sphinx."
     def __init__(self, lib, doc_url, pages, aliases=None, git_url='', branch='main'):
         import importlib
         self.git_url, self.branch = git_url.rstrip('/'), branch
         self.doc_url, self.pages, self.aliases, self.entries = doc_url, pages, aliases or {}, set()
+        self.assets = {}  # repository images the pages show (e.g. ../docs/img/*.png): copied into the site
         idx = importlib.import_module(f'{lib}._modidx').d['syms']
         self.by_url = {rel: sym for mod in idx.values() for sym, (rel, _) in mod.items()}
         self.syms = set(self.by_url.values())
@@ -225,6 +228,9 @@ class Linker:
             if name in self.pages: return f'/{name}.ipynb'
         base = ROOT/('experiments' if prefix else 'nbs')
         f = (base/rel.partition('#')[0]).resolve()
+        if f.is_relative_to(ROOT) and f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:  # an image elsewhere in the repository
+            dst = Path('repo_assets')/f.relative_to(ROOT); self.assets[dst] = f
+            return '../'*prefix.count('/') + dst.as_posix()
         if self.git_url and f.is_relative_to(ROOT) and f.exists() and not rel.endswith('.html'):  # a repository file, e.g. ../DEVELOPING.md
             return f"{self.git_url}/blob/{self.branch}/{f.relative_to(ROOT)}" + (f'#{frag}' if frag else '')
         return None
@@ -375,6 +381,9 @@ def build_sources(args) -> list[dict]:
         if extra.is_file() and extra.suffix not in ('.ipynb', '.py', '.yml', '.ini') and not any(p.startswith(('.', '_')) for p in extra.relative_to(c['nbs']).parts):
             dst = src_dir/extra.relative_to(c['nbs']); written.add(dst)
             if not dst.exists() or dst.read_bytes() != extra.read_bytes(): dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy2(extra, dst)
+    for dst, f in linker.assets.items():
+        dst = src_dir/dst; written.add(dst)
+        if not dst.exists() or dst.read_bytes() != f.read_bytes(): dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy2(f, dst)
     for old in src_dir.rglob('*'):
         if old.is_file() and old not in written: old.unlink()
     return [f for _, f in manifest]
