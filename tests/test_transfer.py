@@ -4,7 +4,7 @@ from smallwb.core import FeatureCache, set_seed
 from smallwb.data import from_arrays
 from smallwb.transfer import (Classifier, Probe, Recipe, auto, candidates, check_size, create_backbone, create_classifier,
                               cross_validate, features, fine_tune, fit_probe, load_model, predict, save_model,
-                              source_features, predict_heads, fit_heads, tap_features)
+                              source_features, predict_heads, fit_heads, tap_features, BACKBONES, create_probe)
 
 NORM = dict(mean=(0.5,)*3, std=(0.5,)*3)
 
@@ -112,10 +112,12 @@ def test_unknown_backbone(toy):
               lambda: fine_tune(toy, [0, 1], 'head', backbone='resnet9000')):
         with pytest.raises(ValueError, match=r"unknown backbone 'resnet9000'; known: lite0"): f()
 
-def test_hub_weights_offline_error():
+def test_hub_weights_offline_error(monkeypatch):
     "Hub weights cannot download here: a clear message naming the offline ways, never random weights."
-    try: create_backbone('resnet18', pretrained=True)
-    except RuntimeError as e: assert 'lite0' in str(e) and 'pretrained=False' in str(e)
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)  # fail at once instead of waiting for network timeouts
+    with pytest.raises(RuntimeError) as e: create_backbone('resnet18', pretrained=True)
+    assert 'lite0' in str(e.value) and 'pretrained=False' in str(e.value)
 
 def test_image_size_too_small(toy):
     for f in (lambda: check_size('lite0', 16), lambda: features(toy, [0], size=16), lambda: tap_features(toy, [0], size=16),
@@ -129,3 +131,12 @@ def test_bad_strategy_and_source(toy):
 def test_cv_needs_two_per_class(toy, cache):
     with pytest.raises(ValueError, match='at least 2 labeled items per class'):
         cross_validate(toy, [0, 1, 3], [Recipe('pixels', members=[['pixels4']])], size=32, cache=cache)
+
+@pytest.mark.parametrize('name', list(BACKBONES))
+def test_every_backbone_builds_and_forwards(name):
+    "The head is sized by what the backbone really returns (mobilenetv3: `head_hidden_size`, not `num_features`)."
+    m = create_classifier(name, 3, pretrained=False).eval()
+    with torch.no_grad(): out = m(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 3)
+    p = create_probe(name, 3, [['pool']]).eval()
+    with torch.no_grad(): assert p(torch.randn(2, 3, 32, 32)).shape == (2, 3)
