@@ -41,8 +41,9 @@ check-sync: $(STAMP)
 	  if ! cmp -s $$tmp README.md; then rm -f $$tmp; echo "README.md is not what nbs/index.ipynb gives: run make readme and commit"; exit 1; fi; rm -f $$tmp
 	@echo "library and notebooks in sync; notebooks clean; README up to date"
 
+# nbdev_test, keeping the executed notebooks so the docs test renders them without running them again.
 nbtest: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python tools/nbtest.py --n_workers 2 --timing
 
 # pytest's exit code 5 means "no tests collected": treat it as the failure it is, with a message.
 pytest: $(STAMP)

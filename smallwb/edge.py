@@ -11,6 +11,7 @@ import onnx, onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from .data import IMAGE_EXTS, load_image, resize_rgb, _as_rgb_u8
+import smallwb.distill  # registers the distilled students' architectures in transfer.ARCHS, so every run's model loads here
 
 # %% auto #0
 __all__ = ['INPUT', 'OUTPUT', 'fallback_model', 'ExportError', 'ParityError', 'export_onnx', 'export_checkpoint', 'onnx_metadata',
