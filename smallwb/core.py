@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['TIMING_SUFFIXES', 'VERSIONED', 'default_device', 'set_seed', 'bytes_hash', 'file_hash', 'array_hash', 'write_json',
-           'read_json', 'is_timing', 'deterministic_metrics', 'write_metrics', 'versions', 'Stage', 'scalar_metrics',
-           'show_metrics', 'stage_metrics', 'stage_model', 'cache_dir', 'FeatureCache']
+__all__ = ['TIMING_SUFFIXES', 'VERSIONED', 'default_device', 'set_seed', 'torch_threads', 'bytes_hash', 'file_hash', 'array_hash',
+           'write_json', 'read_json', 'is_timing', 'deterministic_metrics', 'write_metrics', 'versions', 'Stage',
+           'scalar_metrics', 'show_metrics', 'stage_metrics', 'stage_model', 'cache_dir', 'FeatureCache']
 
 # %% ../nbs/00_core.ipynb #5
 def default_device() -> torch.device:
@@ -28,6 +28,18 @@ def set_seed(seed:int=0, # seed for `random`, numpy and torch
     os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 
 # %% ../nbs/00_core.ipynb #9
+from contextlib import contextmanager
+
+@contextmanager
+def torch_threads(n:int|None, # torch CPU threads for the block; None leaves the setting alone
+                 ):
+    "Run the block with `n` torch CPU (intra-op) threads, restoring the setting after."
+    old = torch.get_num_threads()
+    if n: torch.set_num_threads(int(n))
+    try: yield
+    finally: torch.set_num_threads(old)
+
+# %% ../nbs/00_core.ipynb #12
 def bytes_hash(b:bytes) -> str:
     "A short, stable content hash of `b`."
     return hashlib.sha1(b).hexdigest()[:16]
@@ -41,7 +53,7 @@ def array_hash(a:np.ndarray) -> str:
     a = np.ascontiguousarray(a)
     return bytes_hash(str((a.shape, a.dtype.str)).encode() + a.tobytes())
 
-# %% ../nbs/00_core.ipynb #12
+# %% ../nbs/00_core.ipynb #15
 def _plain(o):
     "Turn numpy/torch/Path values into JSON-friendly ones."
     if isinstance(o, dict): return {str(k): _plain(v) for k, v in o.items()}
@@ -71,7 +83,7 @@ def read_json(path):
     try: return json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
 
-# %% ../nbs/00_core.ipynb #13
+# %% ../nbs/00_core.ipynb #16
 TIMING_SUFFIXES = ('_seconds', '_ms', '_per_second')
 
 def is_timing(key:str) -> bool:
@@ -88,7 +100,7 @@ def write_metrics(out_dir, metrics:dict) -> Path:
     "The one metrics writer: `metrics.json` in `out_dir`."
     return write_json(Path(out_dir)/'metrics.json', metrics)
 
-# %% ../nbs/00_core.ipynb #16
+# %% ../nbs/00_core.ipynb #19
 VERSIONED = ('smallwb', 'torch', 'torchvision', 'timm', 'fastai', 'albumentations', 'onnxruntime', 'onnx', 'numpy', 'scikit-learn')
 
 def versions() -> dict:
@@ -99,7 +111,7 @@ def versions() -> dict:
         except ilm.PackageNotFoundError: v[p] = None
     return {**v, 'python': platform.python_version(), 'device': str(default_device())}
 
-# %% ../nbs/00_core.ipynb #17
+# %% ../nbs/00_core.ipynb #20
 class Stage:
     "One experiment stage writing into `out_dir/name`: config, log, figures, artifacts, metrics."
     def __init__(self, name:str, # stage name, e.g. 'transfer'
@@ -142,7 +154,7 @@ class Stage:
         if show: show_metrics(m)
         return m
 
-# %% ../nbs/00_core.ipynb #18
+# %% ../nbs/00_core.ipynb #21
 def scalar_metrics(m:dict, prefix:str='') -> dict:
     "The scalar entries of a (nested) metrics dict, flattened with dotted keys."
     out = {}
@@ -161,7 +173,7 @@ def show_metrics(m:dict):
     except ImportError: print(df.to_string())
     return df
 
-# %% ../nbs/00_core.ipynb #22
+# %% ../nbs/00_core.ipynb #25
 def stage_metrics(out_dir, stage:str) -> dict|None:
     "The metrics an earlier stage wrote into `out_dir`, or None when it has not run."
     p = Path(out_dir)/stage/'metrics.json'
@@ -182,12 +194,12 @@ def stage_model(out_dir, stage:str|None=None, before:str|None=None) -> Path|None
         if m and m.get('model'): return Path(out_dir)/s/m['model']
     return None
 
-# %% ../nbs/00_core.ipynb #25
+# %% ../nbs/00_core.ipynb #28
 def cache_dir() -> Path:
     "Root of smallwb's on-disk caches (`$SMALLWB_CACHE`, default `~/.cache/smallwb`)."
     return Path(os.environ.get('SMALLWB_CACHE', Path.home()/'.cache'/'smallwb'))
 
-# %% ../nbs/00_core.ipynb #26
+# %% ../nbs/00_core.ipynb #29
 class FeatureCache:
     "Vectors computed once per (key, item hash), kept on disk as `.npy` chunks plus an index."
     def __init__(self, root=None, # folder of the cache; default `cache_dir()/'features'`

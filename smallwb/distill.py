@@ -9,15 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastai.callback.core import Callback
-from .core import FeatureCache, default_device, file_hash, bytes_hash, set_seed
+from .core import FeatureCache, default_device, file_hash, bytes_hash, set_seed, torch_threads
 from .data import Dataset
 from .transfer import ARCHS, BACKBONES, Classifier, create_backbone, create_classifier, load_model, save_model, make_dls, make_learner, normalize, fit_probe
 
 # %% auto #0
-__all__ = ['STUDENTS', 'conv_bn', 'CNNBackbone', 'compact_cnn', 'timm_student', 'create_student', 'n_params', 'torch_threads',
-           'cpu_latency_ms', 'quick_teacher', 'load_teacher', 'predict_logits', 'teacher_key', 'teacher_logits',
-           'accuracy_of', 'check_temperature', 'soft_cross_entropy', 'kd_loss', 'LossHandler', 'to_teacher_input',
-           'KDCallback', 'cached_rows', 'softmax_np', 'pick_threshold', 'pseudo_labels', 'fit_student']
+__all__ = ['STUDENTS', 'conv_bn', 'CNNBackbone', 'compact_cnn', 'timm_student', 'create_student', 'n_params', 'cpu_latency_ms',
+           'quick_teacher', 'load_teacher', 'predict_logits', 'teacher_key', 'teacher_logits', 'accuracy_of',
+           'check_temperature', 'soft_cross_entropy', 'kd_loss', 'LossHandler', 'to_teacher_input', 'KDCallback',
+           'cached_rows', 'softmax_np', 'pick_threshold', 'pseudo_labels', 'fit_student']
 
 # %% ../nbs/05_distill.ipynb #8
 def conv_bn(ni:int, nf:int, stride:int=1) -> nn.Sequential:
@@ -76,14 +76,6 @@ def create_student(name:str='cnn', # a key of `STUDENTS`
 def n_params(model:nn.Module) -> int:
     "Number of parameters."
     return sum(p.numel() for p in model.parameters())
-
-@contextmanager
-def torch_threads(n:int|None):
-    "Run the block with `n` torch CPU threads (None: leave as is)."
-    old = torch.get_num_threads()
-    if n: torch.set_num_threads(n)
-    try: yield
-    finally: torch.set_num_threads(old)
 
 @torch.no_grad()
 def cpu_latency_ms(model:nn.Module, size:int, # input size (square, 3 channels)

@@ -11,14 +11,15 @@ import onnx, onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from .data import IMAGE_EXTS, load_image, resize_rgb, _as_rgb_u8
+from .core import torch_threads
 import smallwb.distill  # registers the distilled students' architectures in transfer.ARCHS, so every run's model loads here
 
 # %% auto #0
 __all__ = ['INPUT', 'OUTPUT', 'fallback_model', 'ExportError', 'ParityError', 'export_onnx', 'export_checkpoint', 'onnx_metadata',
            'session', 'normalize_np', 'preprocess', 'OnnxClassifier', 'torch_fn', 'onnx_fn', 'logits', 'check_parity',
            'ImageReader', 'model_inputs', 'quantize', 'sensitive_ends', 'node_errors', 'accuracy',
-           'quantize_within_budget', 'cpu_info', 'percentiles', 'time_interleaved', 'torch_threads', 'profile',
-           'plot_latency', 'plot_tradeoff']
+           'quantize_within_budget', 'cpu_info', 'percentiles', 'time_interleaved', 'profile', 'plot_latency',
+           'plot_tradeoff']
 
 # %% ../nbs/08_edge.ipynb #5
 def fallback_model(ds, split, path, # dataset, its split, and the checkpoint to write
@@ -376,14 +377,6 @@ def time_interleaved(fns:dict, # name → a callable taking no arguments
     return t
 
 # %% ../nbs/08_edge.ipynb #47
-@contextlib.contextmanager
-def torch_threads(n:int|None):
-    "Run torch with `n` intra-op threads, restoring the setting after."
-    old = torch.get_num_threads()
-    if n: torch.set_num_threads(int(n))
-    try: yield
-    finally: torch.set_num_threads(old)
-
 def profile(engines:dict, # name → a batch → logits function (`torch_fn`, `onnx_fn`)
             size:int, # input size
             batch_sizes=(1, 32), # batches to time

@@ -8,14 +8,14 @@ import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as 
 from timm.data.mixup import Mixup, one_hot
 from timm.loss import SoftTargetCrossEntropy
 from fastai.callback.core import Callback, CancelValidException
-from .core import set_seed, default_device
+from .core import set_seed, default_device, torch_threads
 from .data import Dataset
 from .transfer import make_dls, make_learner, create_classifier, normalize, backbone_spec
 from .augment import policy
 
 # %% auto #0
 __all__ = ['soft_targets', 'mix_targets', 'SoftMixup', 'SoftTargetCE', 'SoftTargetHandler', 'MixUpCutMix', 'show_mix',
-           'accuracy_on', 'NoValidation', 'fit_config', 'torch_threads', 'ablate', 'summarize']
+           'accuracy_on', 'NoValidation', 'fit_config', 'ablate', 'summarize']
 
 # %% ../nbs/04_mix.ipynb #5
 def soft_targets(y:torch.Tensor, # class indices (B,) or distributions (B, C)
@@ -170,15 +170,7 @@ def fit_config(ds:Dataset, # the dataset
     return learn
 
 # %% ../nbs/04_mix.ipynb #22
-from contextlib import contextmanager
-
-@contextmanager
-def torch_threads(n:int|None):
-    "Run the block with `n` torch CPU threads (None: leave the setting alone)."
-    old = torch.get_num_threads()
-    if n: torch.set_num_threads(n)
-    try: yield
-    finally: torch.set_num_threads(old)
+from .core import torch_threads
 
 # %% ../nbs/04_mix.ipynb #23
 def ablate(ds:Dataset, # the dataset
