@@ -17,10 +17,10 @@ from .data import Dataset
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'PACKAGE_WEIGHTS', 'ARCHS', 'STRATEGIES', 'FINETUNE_MIN', 'BackboneSpec',
            'backbone_spec', 'lite0_package_state_dict', 'create_backbone', 'weights_id', 'imagenet_lite0', 'normalize',
            'ImageItems', 'feature_dim', 'Classifier', 'create_classifier', 'check_size', 'save_model', 'load_model',
-           'features', 'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims', 'tap_features',
-           'fold_standardization', 'source_dim', 'Probe', 'create_probe', 'fit_head', 'source_features', 'fit_heads',
-           'predict_heads', 'fit_probe', 'predict', 'default_tfm', 'History', 'fine_tune', 'Recipe', 'candidates',
-           'cross_validate', 'fit_recipe', 'auto', 'plot_cv']
+           'embed_cached', 'features', 'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims',
+           'tap_features', 'fold_standardization', 'source_dim', 'Probe', 'create_probe', 'fit_head', 'source_features',
+           'fit_heads', 'predict_heads', 'fit_probe', 'predict', 'default_tfm', 'History', 'fine_tune', 'Recipe',
+           'candidates', 'cross_validate', 'fit_recipe', 'auto', 'plot_cv']
 
 # %% ../nbs/02_transfer.ipynb #5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -212,6 +212,25 @@ def _forward(model:nn.Module, x:torch.Tensor, bs:int=64, device=None) -> np.ndar
     device = device or default_device(); model = model.to(device).eval()
     return np.concatenate([model(x[i:i+bs].to(device)).float().cpu().numpy() for i in range(0, len(x), bs)]) if len(x) else np.zeros((0, feature_dim(model) if hasattr(model, 'num_features') else 0), np.float32)
 
+def embed_cached(ds:Dataset, idxs, # the items to embed (None: all)
+                 backbone:str, size:int, pretrained:bool|str, # which frozen backbone, at which input size
+                 hflip:bool, # average with the embedding of the mirrored image
+                 cache:FeatureCache|None, # default: the shared on-disk cache
+                 tag:str, # names what `embed` returns, in the cache key
+                 embed, # (model, normalized batch) → array (n, d)
+                ) -> np.ndarray:
+    "The one path from images to cached frozen-backbone vectors: `embed` runs only for items not in the cache."
+    check_size(backbone, size)
+    idxs = np.arange(len(ds)) if idxs is None else np.asarray(idxs)
+    cache = cache if cache is not None else FeatureCache()
+    spec, model = backbone_spec(backbone), None
+    def compute(pos):
+        nonlocal model
+        model = model or create_backbone(backbone, pretrained).to(default_device()).eval()
+        x = normalize(ds.images(idxs[pos], size), spec.mean, spec.std)
+        with torch.no_grad(): return (embed(model, x) + embed(model, x.flip(-1))) / 2 if hflip else embed(model, x)
+    return cache.get(f'{weights_id(backbone, pretrained)}|{size}|hflip={hflip}{tag}', [ds.hashes[i] for i in idxs], compute)
+
 def features(ds:Dataset, # the dataset
              idxs=None, # items to embed (default all)
              backbone:str='lite0', # a key of `BACKBONES`
@@ -222,18 +241,7 @@ def features(ds:Dataset, # the dataset
              bs:int=64,
             ) -> np.ndarray:
     "Frozen-backbone features (n, d) for `idxs`, computed once and then read from the cache."
-    check_size(backbone, size)
-    idxs = np.arange(len(ds)) if idxs is None else np.asarray(idxs)
-    cache = cache if cache is not None else FeatureCache()
-    spec, model = backbone_spec(backbone), None
-    key = f'{weights_id(backbone, pretrained)}|{size}|hflip={hflip}'
-    def compute(pos):
-        nonlocal model
-        model = model or create_backbone(backbone, pretrained)
-        x = normalize(ds.images(idxs[pos], size), spec.mean, spec.std)
-        f = _forward(model, x, bs)
-        return (f + _forward(model, x.flip(-1), bs)) / 2 if hflip else f
-    return cache.get(key, [ds.hashes[i] for i in idxs], compute)
+    return embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '', lambda m, x: _forward(m, x, bs))
 
 # %% ../nbs/02_transfer.ipynb #27
 def layer_groups(model:Classifier, n_groups:int=3) -> list:
@@ -314,17 +322,8 @@ def tap_features(ds:Dataset, # the dataset
                  bs:int=64,
                 ) -> np.ndarray:
     "Pooled features of the backbone's stages `taps`, computed once for all stages and then read from the cache."
-    check_size(backbone, size)
-    idxs = np.arange(len(ds)) if idxs is None else np.asarray(idxs)
-    cache = cache if cache is not None else FeatureCache()
-    spec, model = backbone_spec(backbone), None
-    def compute(pos):
-        nonlocal model
-        model = model or create_backbone(backbone, pretrained).to(default_device())
-        x = normalize(ds.images(idxs[pos], size), spec.mean, spec.std)
-        f = lambda x: np.concatenate([pool_taps(model, x[i:i+bs].to(default_device())).cpu().numpy() for i in range(0, len(x), bs)])
-        with torch.no_grad(): return (f(x) + f(x.flip(-1))) / 2 if hflip else f(x)
-    allf = cache.get(f'{weights_id(backbone, pretrained)}|{size}|hflip={hflip}|taps', [ds.hashes[i] for i in idxs], compute)
+    embed = lambda m, x: np.concatenate([pool_taps(m, x[i:i+bs].to(default_device())).cpu().numpy() for i in range(0, len(x), bs)])
+    allf = embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '|taps', embed)
     if taps is None: return allf
     dims = tap_dims(create_backbone(backbone, False), size)
     ends = np.cumsum([0] + dims)
