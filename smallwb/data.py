@@ -291,15 +291,18 @@ def from_folder(path, # folder: class sub-folders, optionally under train/valid/
 # %% ../nbs/01_data.ipynb #29
 @dataclass
 class Split:
-    "Disjoint index arrays into a dataset: labeled, pool and test."
-    labeled: np.ndarray
-    pool: np.ndarray
-    test: np.ndarray
+    "Disjoint index arrays into a dataset: labeled, pool, test and (from a validation folder) valid."
+    labeled: np.ndarray  # items whose labels training may use
+    pool: np.ndarray  # unlabeled items (or items whose labels are hidden): pseudo-labels, active learning
+    test: np.ndarray  # the held-out items a run reports on, touched once
+    valid: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # labeled items that drive choices (early stopping, recipes), never trained on; empty without a validation folder
+
+    ROLES = ('labeled', 'pool', 'test', 'valid')
 
     def manifest(self, ds:Dataset) -> pd.DataFrame:
         "One row per item: its id, content hash, class name (empty when unknown) and role."
         role = np.full(len(ds), '', dtype=object)
-        for r in ('labeled', 'pool', 'test'): role[getattr(self, r)] = r
+        for r in self.ROLES: role[getattr(self, r)] = r
         lab = getattr(ds, 'hidden_labels', ds.labels)
         return pd.DataFrame({'item': ds.ids, 'hash': ds.hashes, 'label': [ds.classes[l] if l >= 0 else '' for l in lab], 'role': role})
 
@@ -314,9 +317,9 @@ class Split:
         "The split recorded in a manifest CSV, checked against `ds`."
         m = pd.read_csv(path, dtype=str, keep_default_na=False)
         if list(m['item']) != ds.ids or ('hash' in m and list(m['hash']) != list(ds.hashes)): raise ValueError(f"{path}: manifest lists other items (or other file contents) than dataset {ds.name!r} ({len(m)} rows vs {len(ds)} items): was the data folder changed?")
-        return cls(*[np.flatnonzero(m['role'].values == r) for r in ('labeled', 'pool', 'test')])
+        return cls(*[np.flatnonzero(m['role'].values == r) for r in cls.ROLES])
 
-    def __repr__(self): return f"Split(labeled={len(self.labeled)}, pool={len(self.pool)}, test={len(self.test)})"
+    def __repr__(self): return f"Split(labeled={len(self.labeled)}, pool={len(self.pool)}, test={len(self.test)}" + (f", valid={len(self.valid)})" if len(self.valid) else ')')
 
 # %% ../nbs/01_data.ipynb #30
 def _per_class(labels:np.ndarray, n_classes:int, labels_per_class, budget, classes) -> np.ndarray:

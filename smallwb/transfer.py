@@ -19,8 +19,8 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'PACKAGE_WEIGHTS', 'ARC
            'ImageItems', 'feature_dim', 'Classifier', 'create_classifier', 'check_size', 'save_model', 'load_model',
            'embed_cached', 'features', 'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims',
            'tap_features', 'fold_standardization', 'source_dim', 'Probe', 'create_probe', 'fit_head', 'source_features',
-           'fit_heads', 'predict_heads', 'fit_probe', 'predict', 'default_tfm', 'History', 'fine_tune', 'Recipe',
-           'candidates', 'cross_validate', 'fit_recipe', 'auto', 'plot_cv']
+           'fit_heads', 'predict_heads', 'fit_probe', 'predict_logits', 'predict', 'accuracy', 'default_tfm', 'History',
+           'fine_tune', 'Recipe', 'candidates', 'cross_validate', 'fit_recipe', 'auto', 'plot_cv']
 
 # %% ../nbs/02_transfer.ipynb #5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -485,9 +485,33 @@ def fit_probe(ds:Dataset, # the dataset
     m.arch = dict(name='probe', backbone=backbone if bb is not None else None, n_classes=nc, members=members, dims=dims, hflip=hflip, hidden=hidden)
     return m.eval()
 
-def predict(model:nn.Module, ds:Dataset, idxs, size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, bs:int=128) -> np.ndarray:
-    "Class probabilities of `model` on items `idxs` (images resized to `size`, normalized)."
-    return torch.tensor(_forward(model, normalize(ds.images(idxs, size), mean, std), bs)).softmax(-1).numpy()
+# %% ../nbs/02_transfer.ipynb #e8b67121
+@torch.no_grad()
+def predict_logits(model:nn.Module, # any module taking normalized (N, 3, size, size) images
+                   ds:Dataset, # the dataset the items come from
+                   idxs, # item indices
+                   size:int, # input size (square) the images are resized to
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalization (a checkpoint's `meta` has both)
+                   bs:int=64, # images loaded, normalized and run per batch
+                   device=None, # default `default_device()`
+                  ) -> np.ndarray:
+    "The one batched predict: logits (n, C) float32 of `model` on the un-augmented items `idxs`, loaded batch by batch."
+    device = device or default_device(); model = model.to(device).eval(); idxs = np.asarray(idxs, dtype=np.int64)
+    out = [model(normalize(ds.images(idxs[i:i+bs], size), mean, std).to(device)).float().cpu().numpy() for i in range(0, len(idxs), bs)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+def predict(model:nn.Module, ds:Dataset, idxs, # see `predict_logits`
+            size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, bs:int=64, # see `predict_logits`
+           ) -> np.ndarray:
+    "Class probabilities (n, C) of `model` on items `idxs` (softmax of `predict_logits`)."
+    return torch.tensor(predict_logits(model, ds, idxs, size, mean, std, bs)).softmax(-1).numpy()
+
+def accuracy(model:nn.Module, ds:Dataset, idxs, # see `predict_logits`
+             size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, bs:int=64, # see `predict_logits`
+            ) -> float:
+    "Top-1 accuracy of `model` on the labeled items `idxs` (fraction in 0..1)."
+    idxs = np.asarray(idxs, dtype=np.int64)
+    return float((predict_logits(model, ds, idxs, size, mean, std, bs).argmax(1) == ds.labels[idxs]).mean())
 
 # %% ../nbs/02_transfer.ipynb #51
 def default_tfm(flip:bool=False, # also mirror left-right
