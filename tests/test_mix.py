@@ -1,4 +1,4 @@
-"MixUp/CutMix callback: odd batches, batch of one, soft targets, loss restored, composition with a soft-target loss."
+"MixUp/CutMix and the loss-swapping base: odd batches, batch of one, soft targets, loss restored, handlers that compose."
 import numpy as np, pytest, torch, torch.nn as nn, torch.nn.functional as F
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
@@ -6,7 +6,7 @@ from fastai.callback.core import Callback, CancelFitException, CancelTrainExcept
 from smallwb.core import set_seed
 from smallwb.data import from_arrays
 from smallwb.transfer import make_dls
-from smallwb.mix import SoftMixup, MixUpCutMix, SoftTargetCE, mix_targets, soft_targets
+from smallwb.mix import SoftMixup, MixUpCutMix, LossHandler, soft_cross_entropy, mix_targets, soft_targets
 
 @pytest.fixture(scope='module')
 def dls():
@@ -17,10 +17,11 @@ def dls():
 def tiny(): return nn.Sequential(nn.Flatten(), nn.Linear(3*8*8, 4))
 
 class Spy(Callback):
-    order = 5
+    order, run_valid = 50, False
     def before_fit(self): self.seen = []
     def before_batch(self):
-        if self.training: self.seen.append((type(self.learn.loss_func).__name__, self.y.clone()))
+        lf = self.learn.loss_func
+        self.seen.append((type(getattr(lf, '__self__', lf)).__name__, self.y.clone()))
 
 def test_odd_batch_and_batch_of_one():
     set_seed(0)
@@ -44,18 +45,45 @@ def test_callback_swaps_and_restores_loss(dls):
     lf, spy = learn.loss_func, Spy()
     with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2, cbs=[MixUpCutMix(label_smoothing=0.1, off_epochs=1), spy])
     assert learn.loss_func is lf
-    assert {n for n, _ in spy.seen} == {'SoftTargetCE'}
+    assert {n for n, _ in spy.seen} == {'MixUpCutMix'}
     assert all(y.shape == (5, 4) for _, y in spy.seen)  # soft (B, C) targets in learn.yb, odd batch size
     last = spy.seen[-1][1]; assert torch.allclose(last.max(1).values, torch.full((5,), 0.9 + 0.1/4))  # mixing off at the end: smoothed one-hot
 
 @pytest.mark.parametrize('exc', [CancelFitException, CancelTrainException, CancelEpochException])
 def test_loss_restored_after_cancel(dls, exc):
     class Stop(Callback):
-        order = 6
+        order = 60
         def before_batch(self):
             if self.training and self.iter == 1: raise exc()
     learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat()); lf = learn.loss_func
-    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=[MixUpCutMix(), Stop()])
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2, cbs=[MixUpCutMix(), Stop()])
+    assert learn.loss_func is lf
+
+class Low(LossHandler): order = 0
+class High(LossHandler): order = 10
+
+@pytest.mark.parametrize('exc', [None, CancelEpochException, CancelFitException])
+def test_stacked_handlers_restore_the_original(dls, exc):
+    "Two handlers swap in turn; the lower-order one restores first, yet the learner ends with its own loss."
+    class Stop(Callback):
+        order = 60
+        def before_batch(self):
+            if exc and self.training and self.iter == 1: raise exc()
+    learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat()); lf, spy = learn.loss_func, Spy()
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2, cbs=[Low(), High(), spy, Stop()])
+    assert learn.loss_func is lf
+    assert {n for n, _ in spy.seen} == {'High'}  # the loss of the handler that swapped last is the one in use
+
+def test_leftover_swap_undone_at_next_fit(dls):
+    "A fit that died with a plain exception skips fastai's events; the next fit puts the learner's loss back first."
+    class Boom(Callback):
+        order = 60
+        def before_batch(self):
+            if self.training: raise RuntimeError('boom')
+    learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat()); lf = learn.loss_func; h = High()
+    with pytest.raises(RuntimeError), learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=[h, Boom()])
+    assert learn.loss_func == h.lf  # left swapped
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=[h])
     assert learn.loss_func is lf
 
 def test_soft_target_loss_left_in_place(dls):
@@ -66,9 +94,12 @@ def test_soft_target_loss_left_in_place(dls):
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=MixUpCutMix())
     assert learn.loss_func is kd_like and got[0] == (5, 4) and len(got[-1]) == 1  # training soft, validation hard
 
-def test_soft_target_ce():
-    x = torch.randn(4, 3); y = torch.tensor([0, 2, 1, 1])
-    assert torch.allclose(SoftTargetCE()(x, y), SoftTargetCE()(x, F.one_hot(y, 3).float()))
+def test_soft_cross_entropy():
+    from timm.loss import SoftTargetCrossEntropy
+    x = torch.randn(4, 3); y = torch.tensor([0, 2, 1, 1]); p = torch.softmax(torch.randn(4, 3), 1)
+    assert torch.allclose(soft_cross_entropy(x, y), soft_cross_entropy(x, F.one_hot(y, 3).float()))
+    assert torch.allclose(soft_cross_entropy(x, y), F.cross_entropy(x, y))
+    assert torch.allclose(soft_cross_entropy(x, p), SoftTargetCrossEntropy()(x, p))
 
 def test_bad_settings():
     with pytest.raises(ValueError, match='nothing to mix'): MixUpCutMix(mixup_alpha=0, cutmix_alpha=0)
