@@ -12,9 +12,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .core import bytes_hash, array_hash, file_hash
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'IMAGE_EXTS', 'SPLITS', 'BUILTIN', 'BadImage', 'to_rgb', 'open_image', 'resize_rgb', 'load_image',
-           'Skip', 'SkipReport', 'Dataset', 'from_arrays', 'digits', 'from_folder', 'Split', 'budget_split',
-           'get_dataset', 'show_images', 'show_dataset', 'stage_data']
+__all__ = ['MAX_PIXELS', 'IMAGE_EXTS', 'BIT_DEPTHS', 'SPLITS', 'FOLDERS', 'BUILTIN', 'BadImage', 'to_rgb', 'open_image',
+           'resize_rgb', 'load_image', 'Skip', 'SkipReport', 'Dataset', 'from_arrays', 'digits', 'from_folder', 'Split',
+           'check_test', 'budget_split', 'per_class_accuracy', 'get_dataset', 'show_images', 'show_dataset',
+           'stage_data']
 
 # %% ../nbs/01_data.ipynb #5
 class BadImage(ValueError):
@@ -24,16 +25,18 @@ MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold
 IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 
 # %% ../nbs/01_data.ipynb #6
+BIT_DEPTHS = (8, 10, 12, 14, 16)  # the sensor depths 16-bit files are found to carry
+
 def _to_u8(a:np.ndarray) -> np.ndarray:
-    "Scale integer/float pixel values to 0..255 by their range: [0,1] floats, 8-bit, 16-bit, else by the maximum."
-    hi = a.max() if a.size else 1.
-    scale = 1. if hi <= 1 and a.dtype.kind == 'f' else 255. if hi <= 255 else 65535. if hi <= 65535 else float(hi)
+    "Scale pixel values to 0..255 by the range the data uses: [0,1] floats, else the smallest of `BIT_DEPTHS` that holds the maximum."
+    hi = float(a.max()) if a.size else 1.
+    if hi <= 1 and a.dtype.kind == 'f': scale = 1.
+    else: scale = next((2.**b - 1 for b in BIT_DEPTHS if hi <= 2**b - 1), hi)
     return np.clip(a/scale*255, 0, 255).round().astype(np.uint8)
 
 def to_rgb(im:Image.Image) -> Image.Image:
-    "Convert any PIL mode to RGB: 16-bit and float scaled to 8-bit, transparency composited on white."
-    if im.mode.startswith('I;16'): im = Image.fromarray(np.clip(np.asarray(im, np.float64)/65535*255, 0, 255).round().astype(np.uint8), 'L')
-    elif im.mode in ('I', 'F'): im = Image.fromarray(_to_u8(np.asarray(im, np.float64)), 'L')
+    "Convert any PIL mode to RGB: 16-bit (e.g. 12-bit data in a 16-bit PNG) and float scaled by their range, transparency on white."
+    if im.mode.startswith('I;16') or im.mode in ('I', 'F'): im = Image.fromarray(_to_u8(np.asarray(im, np.float64)), 'L')
     if im.mode == 'P': im = im.convert('RGBA')
     if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
         im = Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA'))
@@ -104,6 +107,7 @@ class Dataset:
     report: SkipReport = field(default_factory=SkipReport)
     name: str = 'dataset'
     root: str = None  # the folder the items came from (manifests list paths relative to it)
+    layout: list = field(default_factory=list)  # one line per folder read: what it held and how it was read
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -191,21 +195,40 @@ def digits() -> Dataset:
     from sklearn.datasets import load_digits
     d = load_digits()
     x = np.clip(d.images / 16 * 255, 0, 255).round().astype(np.uint8)
-    return from_arrays(x, d.target, classes=[str(c) for c in range(10)], name='digits')
+    ds = from_arrays(x, d.target, classes=[str(c) for c in range(10)], name='digits')
+    ds.layout = [f"digits: scikit-learn's {len(ds):,} handwritten digits, 8x8, classes 0-9: labelled candidates (the test set is drawn from them)"]
+    return ds
 
 # %% ../nbs/01_data.ipynb #22
-SPLITS = ('train', 'valid', 'test', 'pool')
+SPLITS = ('train', 'valid', 'test', 'pool')  # the roles an item can have in `Dataset.splits` ('' in a flat folder)
+FOLDERS = {'train': ('train',), 'valid': ('val', 'valid', 'validation'), 'test': ('test',),
+           'pool': ('pool', 'unlabeled', 'unlabelled')}  # role → the folder names people use for it
 
+# %% ../nbs/01_data.ipynb #23
 def _class_dirs(root:Path, exclude=()) -> list:
-    return sorted([d for d in root.iterdir() if d.is_dir() and not d.name.startswith('.') and d.name not in exclude], key=lambda d: d.name)
+    "Sub-folders of `root` (links to folders included), hidden ones and `exclude` left out, sorted by name."
+    return sorted([d for d in root.iterdir() if d.is_dir() and not d.name.startswith('.') and d.name not in exclude],
+                  key=lambda d: d.name)
 
-def _files(d:Path) -> list:
-    "Every file below `d`, and broken links (so they are reported, not silently missed)."
-    return sorted([f for f in d.rglob('*') if f.is_file() or (f.is_symlink() and not f.exists())], key=lambda f: str(f))
+def _files(d:Path, report) -> list:
+    "Every file below `d`, following links to folders (a loop is reported, not followed), and broken links."
+    import os
+    out, seen = [], {os.path.realpath(d)}
+    for top, dirs, files in os.walk(d, followlinks=True):
+        for sub in list(dirs):
+            real = os.path.realpath(Path(top)/sub)
+            loop = Path(top).resolve().is_relative_to(real)  # the link leads to a folder it is inside of
+            if loop or real in seen:
+                dirs.remove(sub)
+                report.append(Skip(str(Path(top)/sub), f"link to {real}, " + ('a folder it is inside of: a loop, not followed' if loop
+                                                                            else 'a folder already read: not read twice')))
+            else: seen.add(real)
+        out += [Path(top)/f for f in files if (Path(top)/f).is_file() or (Path(top)/f).is_symlink()]
+    return sorted(out, key=str)
 
 def _scan(root:Path, strict:bool, report:SkipReport, **kw):
     "Yield (path, hash) for the usable images under `root`, reporting the rest."
-    for f in _files(root):
+    for f in _files(root, report):
         if f.name.startswith('.'): report.append(Skip(str(f), 'hidden file')); continue
         if not f.exists(): report.append(Skip(str(f), 'broken link (its target does not exist)')); continue
         try:
@@ -216,20 +239,30 @@ def _scan(root:Path, strict:bool, report:SkipReport, **kw):
             report.append(Skip(str(f), str(e).replace(f'{f}: ', '', 1))); continue
         yield f, file_hash(f)
 
-# %% ../nbs/01_data.ipynb #23
+# %% ../nbs/01_data.ipynb #24
+def _only(root:Path, role:str):
+    "The one folder of `root` named for `role` (None if there is none); an error when there are several."
+    found = [root/n for n in FOLDERS[role] if (root/n).is_dir()]
+    if len(found) > 1: raise ValueError(f"{root}: {' and '.join(f.name + '/' for f in found)} are both {role} folders: keep one")
+    return found[0] if found else None
+
 def _layout(root:Path, report:SkipReport):
-    "The labeled parts [(split, folder)], the pool folder (or None) and the class names of a folder."
-    split_layout = any((root/s).is_dir() for s in ('train', 'valid', 'test'))
-    if split_layout:
-        parts = [(s, root/s) for s in ('train', 'valid', 'test') if (root/s).is_dir()]
-        for d in _class_dirs(root, SPLITS): report.append(Skip(str(d), 'folder outside train/, valid/, test/ and pool/: ignored'))
+    "The labeled parts [(role, folder)], the pool folders and the class names of a folder."
+    known = {n for ns in FOLDERS.values() for n in ns}
+    train, valid, test = _only(root, 'train'), _only(root, 'valid'), _only(root, 'test')
+    pools = [root/n for n in FOLDERS['pool'] if (root/n).is_dir()]
+    if train or valid or test:
+        parts = [(r, d) for r, d in (('train', train), ('valid' if test else 'test', valid), ('test', test)) if d]
+        for d in _class_dirs(root, known):
+            report.append(Skip(str(d), f"folder outside {', '.join(d.name + '/' for _, d in parts)} and pool/: ignored"))
     else: parts = [('', root)]
-    for s, d in parts:
+    for _, d in parts:
         for f in d.iterdir():
             if f.is_file() and not f.name.startswith('.'): report.append(Skip(str(f), 'file outside any class folder'))
-    classes = sorted({c.name for _, d in parts for c in _class_dirs(d, ('pool',) if d == root else ())})
-    if len(classes) < 2: raise ValueError(f"{root}: a classifier needs at least two class folders; found {len(classes)} ({', '.join(classes) or 'none'})")
-    return parts, (root/'pool' if (root/'pool').is_dir() else None), classes
+    classes = sorted({c.name for _, d in parts for c in _class_dirs(d, FOLDERS['pool'] if d == root else ())})
+    if len(classes) < 2:
+        raise ValueError(f"{root}: a classifier needs at least two class folders; found {len(classes)} ({', '.join(classes) or 'none'})")
+    return parts, pools, classes
 
 def _pool_rows(pool:Path, classes:list, strict:bool, report:SkipReport, **kw) -> list:
     "Unlabeled pool items; a class sub-folder of the pool gives a hidden label (for benchmarks)."
@@ -241,7 +274,7 @@ def _pool_rows(pool:Path, classes:list, strict:bool, report:SkipReport, **kw) ->
         rows.append(dict(path=str(f), hash=h, label=-1, split='pool', hidden=classes.index(sub[0]) if len(sub) > 1 else -1))
     return rows
 
-# %% ../nbs/01_data.ipynb #24
+# %% ../nbs/01_data.ipynb #25
 def _dedupe(rows:list, classes:list, report:SkipReport) -> list:
     "Drop repeated files: within a class keep one, across classes drop all, test copies of train files drop."
     by_hash = {}
@@ -258,34 +291,59 @@ def _dedupe(rows:list, classes:list, report:SkipReport) -> list:
         for r in rs:
             if r is keep: continue
             drop.add(r['path'])
-            why = 'a test image that repeats a training image (would inflate the test score)' if r['split'] == 'test' and keep['split'] != 'test' else 'duplicate'
+            leak = r['split'] in ('test', 'valid') and keep['split'] != r['split']
+            why = f"a {'test' if r['split'] == 'test' else 'validation'} image that repeats a {'training' if keep['split'] in ('', 'train') else 'validation'} image (would inflate its score)" if leak else 'duplicate'
             report.append(Skip(r['path'], f"{why}: same bytes as {keep['path']}"))
     return [r for r in rows if r['path'] not in drop]
 
-# %% ../nbs/01_data.ipynb #25
-def from_folder(path, # folder: class sub-folders, optionally under train/valid/test, plus an optional pool/
+# %% ../nbs/01_data.ipynb #f0f401da
+_READ_AS = {'': 'labelled candidates (the test set is drawn from them)', 'train': 'labelled candidates',
+            'valid': 'the validation set: it drives choices (recipe, augmentation, early stopping), never trained on',
+            'test': 'the test set, touched once to report', 'pool': 'unlabeled'}
+
+def _describe(root:Path, parts:list, pools:list, rows:list, classes:list) -> list:
+    "One line per folder read: what it held and how it was read."
+    lines = []
+    for role, d in parts + [('pool', p) for p in pools]:
+        rs = [r for r in rows if Path(r['path']).is_relative_to(d) and r['split'] == role]
+        per = np.bincount([r['label'] for r in rs if r['label'] >= 0], minlength=len(classes))
+        what = f"{len(rs)} images" + (f" ({', '.join(f'{c} {n}' for c, n in zip(classes, per))})" if per.sum() else '')
+        how = _READ_AS[role]
+        if role == 'test' and d.name in FOLDERS['valid']: how += ' (no test/ folder: the validation folder is the held-out set)'
+        lines.append(f"{d.relative_to(root.parent).as_posix()}/: {what}: {how}")
+    return lines
+
+def _class_rows(c:Path, role:str, label:int, strict:bool, report:SkipReport, **kw) -> list:
+    "The rows of one class folder; an error when a training class folder has no usable image, a report for an empty test one."
+    found = list(_scan(c, strict, report, **kw))
+    if not found:
+        skipped = [r for r in report if Path(r.path).is_relative_to(c)]
+        why = f" ({len(skipped)} files skipped: " + '; '.join(f'{Path(r.path).name}: {r.reason}' for r in skipped) + ')' if skipped else ''
+        if role in ('', 'train'): raise ValueError(f"{c}: class folder {c.name!r} has no usable images{why}")
+        report.append(Skip(str(c), f"empty class folder{why}: class {c.name!r} has no {'test' if role == 'test' else 'validation'} images"))
+    return [dict(path=str(f), hash=h, label=label, split=role) for f, h in found]
+
+def from_folder(path, # folder: class sub-folders, optionally under train/, val/ and test/, plus an optional pool/
                 strict:bool=False, # raise on the first bad file instead of skipping it
-                verbose:bool=True, # print the skip report when something was skipped
+                verbose:bool=True, # print how each folder was read, and the skip report when something was skipped
                 **kwargs, # passed to `open_image` (max_pixels, min_side)
                ) -> Dataset:
     "A `Dataset` from an image folder; unusable files are skipped and reported, never dropped silently."
     root = Path(path)
     if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder")
     report, rows = SkipReport(), []
-    parts, pool, classes = _layout(root, report)
-    for s, d in parts:
-        for c in _class_dirs(d, ('pool',) if d == root else ()):
-            found = list(_scan(c, strict, report, **kwargs))
-            if not found and s in ('', 'train'):
-                n = sum(Path(r.path).is_relative_to(c) for r in report)
-                raise ValueError(f"{c}: class folder {c.name!r} has no usable images" + (f" ({n} files skipped: " + '; '.join(f'{Path(r.path).name}: {r.reason}' for r in report if Path(r.path).is_relative_to(c)) + ')' if n else ''))
-            rows += [dict(path=str(f), hash=h, label=classes.index(c.name), split=s) for f, h in found]
-    if pool is not None: rows += _pool_rows(pool, classes, strict, report, **kwargs)
+    parts, pools, classes = _layout(root, report)
+    for role, d in parts:
+        for c in _class_dirs(d, FOLDERS['pool'] if d == root else ()):
+            rows += _class_rows(c, role, classes.index(c.name), strict, report, **kwargs)
+    for p in pools: rows += _pool_rows(p, classes, strict, report, **kwargs)
     rows = _dedupe(rows, classes, report)
-    ds = Dataset([r['path'] for r in rows], [r['label'] for r in rows], classes, [r['split'] for r in rows], report=report, name=root.name, root=str(root))
+    ds = Dataset([r['path'] for r in rows], [r['label'] for r in rows], classes, [r['split'] for r in rows], report=report,
+                 name=root.name, root=str(root))
     ds.hidden_labels = np.array([r.get('hidden', r['label']) for r in rows], dtype=np.int64)
     ds._hashes = [r['hash'] for r in rows]
-    if report and verbose: print(f"{root}: {report!r}")
+    ds.layout = _describe(root, parts, pools, rows, classes)
+    if verbose: print('\n'.join(ds.layout) + (f"\n{report!r}" if report else ''))
     return ds
 
 # %% ../nbs/01_data.ipynb #29
@@ -338,25 +396,50 @@ def _stratified_take(idx:np.ndarray, labels:np.ndarray, want, rng) -> np.ndarray
     return np.sort(np.concatenate([rng.permutation(idx[labels[idx] == c])[:w] for c, w in enumerate(want)]).astype(np.int64))
 
 # %% ../nbs/01_data.ipynb #31
+def _test_draw(ds:Dataset, test_size:float, test_seed:int) -> np.ndarray:
+    "The held-out items: the fixed test role when the folder has one, else a stratified draw (at least one per class of ≥ 2)."
+    if (ds.splits == 'test').any(): return np.flatnonzero(ds.splits == 'test')
+    y = ds.labels; cand = np.flatnonzero((y >= 0) & (ds.splits != 'valid'))
+    have = np.bincount(y[cand], minlength=len(ds.classes))
+    want = np.where(have >= 2, np.maximum(1, np.floor(have * test_size)), 0).astype(int) if test_size > 0 else np.zeros_like(have)
+    return _stratified_take(cand, y, want, np.random.default_rng(test_seed))
+
+def check_test(ds:Dataset, # the dataset
+               test, # the test items
+              ) -> dict:
+    "Test images per class name; warns loudly (`UserWarning`) naming every class the test set lacks."
+    n = np.bincount(ds.labels[np.asarray(test, dtype=np.int64)], minlength=len(ds.classes))
+    missing = [c for c, k in zip(ds.classes, n) if k == 0]
+    if missing: warnings.warn(f"{ds.name}: the test set has no images of class {', '.join(map(repr, missing))}: its accuracy covers "
+                              f"the other {len(ds.classes) - len(missing)} classes only (add test images of these classes)", stacklevel=2)
+    return dict(zip(ds.classes, n.tolist()))
+
 def budget_split(ds:Dataset, # dataset with labels (hidden or not) for at least the budget
                  labels_per_class:int|None=10, # labeled items per class (ignored when `budget` is given); None = all
                  budget:int|None=None, # total number of labeled items, spread evenly over classes
-                 test_size:float=0.5, # fraction of each class held out as test (when there is no test/ folder)
+                 test_size:float=0.5, # fraction of each class held out as test (when the folder has no test set)
                  seed:int=0, # seed of the labeled draw
                  test_seed:int=0, # seed of the test draw: keep it fixed to score every run on the same images
                 ) -> Split:
-    "Stratified, deterministic labeled / pool / test split."
-    n = len(ds); C = len(ds.classes); y = ds.labels
-    if (ds.splits == 'test').any(): test = np.flatnonzero(ds.splits == 'test')
-    else:
-        cand = np.flatnonzero(y >= 0)
-        want = np.floor(np.bincount(y[cand], minlength=C) * test_size).astype(int)
-        test = _stratified_take(cand, y, want, np.random.default_rng(test_seed))
-    rest = np.setdiff1d(np.flatnonzero((y >= 0) & (ds.splits != 'pool')), test)
-    want = _per_class(y[rest], C, labels_per_class, budget, ds.classes)
+    "Stratified, deterministic labeled / pool / test (/ valid) split; `ValueError` when a class has too few items."
+    y = ds.labels
+    test, valid = _test_draw(ds, test_size, test_seed), np.flatnonzero(ds.splits == 'valid')
+    rest = np.setdiff1d(np.flatnonzero((y >= 0) & ~np.isin(ds.splits, ('pool', 'valid'))), test)
+    want = _per_class(y[rest], len(ds.classes), labels_per_class, budget, ds.classes)
     labeled = _stratified_take(rest, y, want, np.random.default_rng(seed))
-    pool = np.setdiff1d(np.arange(n), np.concatenate([labeled, test]))
-    return Split(labeled, pool, test)
+    pool = np.setdiff1d(np.arange(len(ds)), np.concatenate([labeled, test, valid]))
+    check_test(ds, test)
+    return Split(labeled, pool, test, valid)
+
+# %% ../nbs/01_data.ipynb #309943c8
+def per_class_accuracy(ds:Dataset, # the dataset (for class names and labels)
+                       idxs, # the items scored, usually the test set
+                       pred, # predicted class index per item
+                      ) -> dict:
+    "Class name → {'n': items, 'accuracy': fraction correct (None when the class has no items)}: what metrics.json reports."
+    y, pred = ds.labels[np.asarray(idxs, dtype=np.int64)], np.asarray(pred)
+    return {c: dict(n=int((y == k).sum()), accuracy=float((pred[y == k] == k).mean()) if (y == k).any() else None)
+            for k, c in enumerate(ds.classes)}
 
 # %% ../nbs/01_data.ipynb #35
 BUILTIN = {'digits': digits}
@@ -403,11 +486,16 @@ def stage_data(stage, # a `core.Stage`
                seed:int=0, # seed of the labeled draw
                **kwargs, # passed to `budget_split` (budget, test_size, test_seed)
               ):
-    "Dataset and label-budget split for an experiment stage, with the manifest saved and logged."
-    ds = get_dataset(data, verbose=False) if str(data) not in BUILTIN else get_dataset(data)
-    if ds.report: stage.log(f"{len(ds.report)} files skipped (see skipped.csv): " + '; '.join(f'{Path(s.path).name}: {s.reason}' for s in ds.report[:3]))
-    if ds.report: ds.report.frame().to_csv(stage.path('skipped.csv'), index=False)
-    sp = budget_split(ds, labels_per_class, seed=seed, **kwargs)
+    "Dataset and label-budget split for an experiment stage: how each folder was read, skips and warnings logged, the manifest saved."
+    ds = get_dataset(data, verbose=False)
+    for line in ds.layout: stage.log(line)
+    if ds.report:
+        ds.report.frame().to_csv(stage.path('skipped.csv'), index=False)
+        stage.log(f"{len(ds.report)} files skipped (see skipped.csv): " + '; '.join(f'{Path(s.path).name}: {s.reason}' for s in ds.report[:3]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        sp = budget_split(ds, labels_per_class, seed=seed, **kwargs)
+    for w in caught: stage.log(f"WARNING: {w.message}"); warnings.warn(w.message, stacklevel=2)
     stage.set_manifest(sp.save(ds, stage.path('manifest.csv')))
     stage.log(f"{ds!r}; {sp!r}")
     return ds, sp

@@ -273,7 +273,61 @@ def test_stage_data_writes_manifest_and_skips(tmp):
     class_folder(tmp/'d', n=4); (tmp/'d'/'cat'/'bad.png').write_bytes(b'')
     st = Stage('s', {'seed': 0}, tmp/'run')
     ds, sp = stage_data(st, str(tmp/'d'), 1, seed=0)
-    cfg = read_json(tmp/'run'/'s'/'config.json')
-    assert cfg['manifest']['sha1'] == file_hash(tmp/'run'/'s'/'manifest.csv')
-    skipped = pd.read_csv(tmp/'run'/'s'/'skipped.csv')
+    cfg = read_json(st.path('config.json'))
+    assert cfg['manifest']['sha1'] == file_hash(st.path('manifest.csv'))
+    skipped = pd.read_csv(st.path('skipped.csv'))
     assert skipped['path'].tolist() == [str(tmp/'d'/'cat'/'bad.png')] and 'empty file' in skipped['reason'][0]
+
+
+# issue 13, kind 6: a test set that silently lacks a class
+def test_class_with_one_image_gets_no_test_image_and_warns(tmp):
+    class_folder(tmp, ('a', 'b'), n=6); noise(tmp/'c'/'0.png', seed=99)
+    ds = from_folder(tmp, verbose=False)
+    with pytest.warns(UserWarning, match="no images of class 'c'"): sp = budget_split(ds, 1)
+    from smallwb.data import per_class_accuracy, check_test
+    with pytest.warns(UserWarning): counts = check_test(ds, sp.test)
+    assert counts == {'a': 3, 'b': 3, 'c': 0}
+    assert per_class_accuracy(ds, sp.test, ds.labels[sp.test])['c'] == {'n': 0, 'accuracy': None}
+
+
+def test_empty_test_class_folder_is_reported(tmp):
+    class_folder(tmp/'train', ('cat', 'dog'), n=3); class_folder(tmp/'test', ('cat',), n=2, start=50)
+    (tmp/'test'/'dog').mkdir()
+    with pytest.warns(UserWarning, match="no images of class 'dog'"): budget_split(ds := from_folder(tmp, verbose=False), 2)
+    assert any(s.path == str(tmp/'test'/'dog') and 'no test images' in s.reason for s in ds.report)
+
+
+# issue 13, kind 10: 12-bit data in a 16-bit PNG is scaled by the range it uses, not by 65535
+def test_twelve_bit_png_is_not_near_black(tmp):
+    Image.fromarray(np.linspace(0, 4095, 100).astype(np.uint16).reshape(10, 10)).save(tmp/'12.png')
+    a = load_image(tmp/'12.png')
+    assert a.max() == 255 and a.min() == 0
+
+
+# issue 12: the layouts people have, each folder described in one line
+@pytest.mark.parametrize('val', ['val', 'valid', 'validation'])
+def test_train_val_layout_reports_on_val(tmp, val, capsys):
+    class_folder(tmp/'train', n=4); class_folder(tmp/val, n=2, start=100)
+    ds = from_folder(tmp)
+    out = capsys.readouterr().out
+    assert f'{val}/: 4 images (cat 2, dog 2): the test set' in out and 'train/: 8 images' in out
+    sp = budget_split(ds, 2)
+    assert len(sp.test) == 4 and len(sp.valid) == 0 and set(ds.splits[sp.test]) == {'test'}
+
+
+def test_train_val_test_layout_validates_on_val(tmp):
+    class_folder(tmp/'train', n=4); class_folder(tmp/'val', n=2, start=100); class_folder(tmp/'test', n=3, start=200)
+    class_folder(tmp/'unlabeled', ('x',), n=3, start=300)  # a class folder in the pool is not a class of the data
+    with pytest.raises(ValueError, match="pool class folder 'x'"): from_folder(tmp, verbose=False)
+    import shutil; shutil.rmtree(tmp/'unlabeled'); [noise(tmp/'unlabeled'/f'{i}.png', seed=400 + i) for i in range(3)]
+    sp = budget_split(ds := from_folder(tmp, verbose=False), 2)
+    assert (len(sp.labeled), len(sp.valid), len(sp.test), len(sp.pool)) == (4, 4, 6, 3 + 4)
+
+
+def test_directory_links_followed_and_loops_reported(tmp):
+    class_folder(tmp/'train', n=2); class_folder(tmp/'elsewhere', ('cat',), n=3, start=500)
+    os.symlink(tmp/'elsewhere'/'cat', tmp/'train'/'cat'/'linked')
+    os.symlink(tmp/'train', tmp/'train'/'dog'/'up')
+    ds = from_folder(tmp/'train', verbose=False)
+    assert ds.counts().to_dict() == {'cat': 5, 'dog': 2}
+    assert any(Path(s.path).name == 'up' and 'loop' in s.reason for s in ds.report)
