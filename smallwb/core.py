@@ -4,71 +4,87 @@
 
 # %% ../nbs/00_core.ipynb #2
 from __future__ import annotations
-import hashlib, json, os, random, time, platform, importlib.metadata as ilm
+import hashlib, json, os, random, shutil, sys, time, uuid, platform, importlib.metadata as ilm
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
-import torch
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['TIMING_SUFFIXES', 'VERSIONED', 'default_device', 'set_seed', 'torch_threads', 'bytes_hash', 'file_hash', 'array_hash',
-           'write_json', 'read_json', 'is_timing', 'deterministic_metrics', 'write_metrics', 'versions', 'Stage',
-           'scalar_metrics', 'show_metrics', 'stage_metrics', 'stage_model', 'cache_dir', 'FeatureCache']
+__all__ = ['TIMING_SUFFIXES', 'VERSIONED', 'PARTIAL', 'LINEAGE', 'default_device', 'set_seed', 'torch_threads', 'bytes_hash',
+           'file_hash', 'array_hash', 'write_json', 'read_json', 'is_timing', 'deterministic_metrics', 'write_metrics',
+           'versions', 'partial_dirs', 'replace_dir', 'Stage', 'scalar_metrics', 'show_metrics', 'stage_metrics',
+           'stage_model', 'cache_dir', 'FeatureCache']
 
 # %% ../nbs/00_core.ipynb #5
-def default_device() -> torch.device:
-    "The GPU when one is present, otherwise the CPU."
+def default_device():
+    "The GPU when one is present, otherwise the CPU, as a `torch.device`."
+    import torch
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
-# %% ../nbs/00_core.ipynb #6
+# %% ../nbs/00_core.ipynb #5a214c9c
 def set_seed(seed:int=0, # seed for `random`, numpy and torch
             ):
     "Seed every random number generator smallwb uses, and make torch deterministic on the CPU."
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 
 # %% ../nbs/00_core.ipynb #9
-from contextlib import contextmanager
-
 @contextmanager
 def torch_threads(n:int|None, # torch CPU threads for the block; None leaves the setting alone
                  ):
     "Run the block with `n` torch CPU (intra-op) threads, restoring the setting after."
+    import torch
     old = torch.get_num_threads()
     if n: torch.set_num_threads(int(n))
     try: yield
     finally: torch.set_num_threads(old)
 
 # %% ../nbs/00_core.ipynb #12
-def bytes_hash(b:bytes) -> str:
-    "A short, stable content hash of `b`."
+def bytes_hash(b:bytes, # the bytes to hash
+              ) -> str:
+    "A short, stable content hash of `b` (the first 16 hex digits of its SHA-1)."
     return hashlib.sha1(b).hexdigest()[:16]
 
-def file_hash(path) -> str:
-    "Content hash of the file at `path`."
+# %% ../nbs/00_core.ipynb #a7cb1dc0
+def file_hash(path, # a file
+             ) -> str:
+    "Content hash of the file at `path` (`bytes_hash` of its bytes)."
     return bytes_hash(Path(path).read_bytes())
 
-def array_hash(a:np.ndarray) -> str:
+# %% ../nbs/00_core.ipynb #61ce2f15
+def array_hash(a:np.ndarray, # any array
+              ) -> str:
     "Content hash of an array's shape, dtype and values."
     a = np.ascontiguousarray(a)
     return bytes_hash(str((a.shape, a.dtype.str)).encode() + a.tobytes())
 
 # %% ../nbs/00_core.ipynb #15
 def _plain(o):
-    "Turn numpy/torch/Path values into JSON-friendly ones."
+    "Turn numpy/torch/Path values into JSON-friendly ones (torch is looked at only when it was imported)."
+    torch = sys.modules.get('torch')
     if isinstance(o, dict): return {str(k): _plain(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)): return [_plain(v) for v in o]
     if isinstance(o, np.ndarray): return _plain(o.tolist())
-    if isinstance(o, torch.Tensor): return _plain(o.detach().cpu().numpy())
+    if torch is not None and isinstance(o, torch.Tensor): return _plain(o.detach().cpu().numpy())
     if isinstance(o, np.generic): return o.item()
     if isinstance(o, Path): return str(o)
     if isinstance(o, float) and o != o: return None
     return o
 
-def write_json(path, obj, indent:int=2) -> Path:
-    "Write `obj` as JSON to `path` atomically (temp file + rename)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_plain(obj), indent=indent, sort_keys=True, ensure_ascii=False)  # fails before touching the file
+# %% ../nbs/00_core.ipynb #16
+def write_json(path, # the file to (re)write
+               obj, # anything `json` can write once numpy/torch values and paths are made plain
+               indent:int|None=2, # JSON indentation; None for one line
+              ) -> Path:
+    "Write `obj` as JSON to `path` atomically (temp file + rename); an unwritable value raises before touching it."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_plain(obj), indent=indent, sort_keys=True, ensure_ascii=False)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
         tmp.write_text(text, encoding='utf-8')
@@ -76,86 +92,148 @@ def write_json(path, obj, indent:int=2) -> Path:
     finally: tmp.unlink(missing_ok=True)
     return path
 
-def read_json(path):
-    "Read a JSON file, naming the file if it is missing or broken."
+# %% ../nbs/00_core.ipynb #17
+def read_json(path, # a JSON file
+             ):
+    "Read a JSON file, naming the file if it is missing or broken (`FileNotFoundError`, `ValueError`)."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
     try: return json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
 
-# %% ../nbs/00_core.ipynb #16
+# %% ../nbs/00_core.ipynb #72c12288
 TIMING_SUFFIXES = ('_seconds', '_ms', '_per_second')
 
-def is_timing(key:str) -> bool:
-    "Whether a metric key holds a wall-clock measurement."
+def is_timing(key:str, # a metric's name
+             ) -> bool:
+    "Whether a metric key holds a wall-clock measurement (it ends in one of `TIMING_SUFFIXES`)."
     return str(key).endswith(TIMING_SUFFIXES)
 
-def deterministic_metrics(m):
+# %% ../nbs/00_core.ipynb #9804f8a1
+def deterministic_metrics(m, # metrics (a dict, list or value)
+                         ):
     "`m` without wall-clock measurements (at any depth): what must repeat for the same seed on the CPU."
     if isinstance(m, dict): return {k: deterministic_metrics(v) for k, v in m.items() if not is_timing(k)}
     if isinstance(m, list): return [deterministic_metrics(v) for v in m]
     return m
 
-def write_metrics(out_dir, metrics:dict) -> Path:
+# %% ../nbs/00_core.ipynb #b8d53578
+def write_metrics(out_dir, # a stage's folder
+                  metrics:dict, # the stage's results
+                 ) -> Path:
     "The one metrics writer: `metrics.json` in `out_dir`."
     return write_json(Path(out_dir)/'metrics.json', metrics)
 
 # %% ../nbs/00_core.ipynb #19
-VERSIONED = ('smallwb', 'torch', 'torchvision', 'timm', 'fastai', 'albumentations', 'onnxruntime', 'onnx', 'numpy', 'scikit-learn')
+VERSIONED = ('smallwb', 'torch', 'torchvision', 'timm', 'fastai', 'albumentations', 'onnxruntime', 'onnx', 'numpy',
+             'scikit-learn')
 
 def versions() -> dict:
-    "Versions of the packages a result depends on, and the machine it ran on."
+    "Versions of the packages a result depends on (`VERSIONED`), and the machine it ran on."
     v = {}
     for p in VERSIONED:
         try: v[p] = ilm.version(p)
         except ilm.PackageNotFoundError: v[p] = None
     return {**v, 'python': platform.python_version(), 'device': str(default_device())}
 
-# %% ../nbs/00_core.ipynb #20
+# %% ../nbs/00_core.ipynb #21
+PARTIAL = '.{}.partial-'  # prefix of the folder a stage writes into until `finish()` (formatted with the stage name)
+
+def partial_dirs(out_dir, # run folder
+                 name:str, # stage name
+                ) -> list:
+    "The partial folders of stage `name` in `out_dir`: runs of it that have not finished (or are still running)."
+    d = Path(out_dir)
+    return sorted(d.glob(PARTIAL.format(name) + '*')) if d.is_dir() else []
+
+# %% ../nbs/00_core.ipynb #47d09428
+def replace_dir(src, # a complete folder
+                dst, # where it belongs; what is there now is removed
+               ) -> Path:
+    "Move folder `src` to `dst`, replacing `dst`: a crash leaves the old or the new one whole (or none), never a mix."
+    src, dst = Path(src), Path(dst)
+    old = dst.with_name(f'.{dst.name}.old-{uuid.uuid4().hex[:8]}')
+    had = dst.exists() or dst.is_symlink()
+    if had: os.rename(dst, old)
+    os.rename(src, dst)
+    if had and old.is_dir() and not old.is_symlink(): shutil.rmtree(old, ignore_errors=True)
+    elif had: old.unlink()
+    return dst
+
+# %% ../nbs/00_core.ipynb #d3e1c88f
+def _relocate(o, src:str, dst:str):
+    "`o` with every string or path that points into folder `src` pointing into `dst` instead."
+    if isinstance(o, dict): return {k: _relocate(v, src, dst) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_relocate(v, src, dst) for v in o]
+    s = str(o) if isinstance(o, Path) else o
+    if isinstance(s, str) and (s == src or s.startswith(src + os.sep)): return dst + s[len(src):]
+    return o
+
+# %% ../nbs/00_core.ipynb #9db590e5
 class Stage:
-    "One experiment stage writing into `out_dir/name`: config, log, figures, artifacts, metrics."
+    "One experiment stage: config, log, figures, artifacts, metrics; in a partial folder until `finish()`."
     def __init__(self, name:str, # stage name, e.g. 'transfer'
                  params:dict, # the notebook's parameters, written to config.json
-                 out_dir='runs/scratch', # run folder; the stage writes into `out_dir/name`
+                 out_dir='runs/scratch', # run folder; the finished stage's outputs are in `out_dir/name`
                  manifest=None, # path of the data manifest (CSV) whose hash goes into config.json
                 ):
-        self.name, self.params, self.t0 = name, dict(params), time.time()
-        self.dir = Path(out_dir)/name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.manifest = None
+        self.name, self.params, self.t0, self.manifest = name, dict(params), time.time(), None
+        self.final = Path(out_dir)/name
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = self.final.parent/(PARTIAL.format(name) + uuid.uuid4().hex[:12])
+        self.dir.mkdir()
         self.set_manifest(manifest)
 
-    def set_manifest(self, path):
-        "Record the data manifest the stage used (its hash goes into config.json)."
-        if path is not None: self.manifest = Path(path)
-        cfg = {'stage': self.name, 'params': self.params, 'versions': versions()}
-        if self.manifest is not None:
-            cfg['manifest'] = {'path': str(self.manifest), 'sha1': file_hash(self.manifest)}
-        write_json(self.dir/'config.json', cfg)
+# %% ../nbs/00_core.ipynb #d9271b6e
+@patch
+def set_manifest(self:Stage, path, # the data manifest (CSV) the stage used; None keeps the one recorded
+                ):
+    "Record the data manifest the stage used: its path (where it will be after `finish`) and hash go into config.json."
+    if path is not None: self.manifest = Path(path)
+    cfg = {'stage': self.name, 'params': self.params, 'versions': versions()}
+    if self.manifest is not None: cfg['manifest'] = {'path': str(self.manifest), 'sha1': file_hash(self.manifest)}
+    write_json(self.dir/'config.json', _relocate(cfg, str(self.dir), str(self.final)))
 
-    def log(self, msg:str):
-        "Print one line a person can read, prefixed with the stage and elapsed time."
-        print(f"[{self.name} {time.time()-self.t0:6.1f}s] {msg}", flush=True)
+# %% ../nbs/00_core.ipynb #ea0eb146
+@patch
+def log(self:Stage, msg:str, # one line for a person to read
+       ):
+    "Print `msg` prefixed with the stage name and the seconds since the stage opened."
+    print(f"[{self.name} {time.time()-self.t0:6.1f}s] {msg}", flush=True)
 
-    def path(self, name:str) -> Path:
-        "Where to write the artifact `name` inside the stage folder."
-        return self.dir/name
+# %% ../nbs/00_core.ipynb #9160f20a
+@patch
+def path(self:Stage, name:str, # file name inside the stage folder
+        ) -> Path:
+    "Where to write the artifact `name` (in the partial folder until `finish()`)."
+    return self.dir/name
 
-    def save_fig(self, fig, name:str) -> Path:
-        "Save a matplotlib figure as `name`.png in the stage folder."
-        p = self.dir/f'{Path(name).stem}.png'
-        fig.savefig(p, dpi=110, bbox_inches='tight')
-        return p
+# %% ../nbs/00_core.ipynb #46787783
+@patch
+def save_fig(self:Stage, fig, # a matplotlib figure
+             name:str, # file stem; saved as `name`.png
+            ) -> Path:
+    "Save a matplotlib figure as `name`.png in the stage folder (110 dpi, tight)."
+    p = self.dir/f'{Path(name).stem}.png'
+    fig.savefig(p, dpi=110, bbox_inches='tight')
+    return p
 
-    def finish(self, metrics:dict, show:bool=True) -> dict:
-        "Write `metrics.json` and show its scalar entries as a table."
-        m = {'stage': self.name, **metrics}
-        write_metrics(self.dir, m)
-        if show: show_metrics(m)
-        return m
+# %% ../nbs/00_core.ipynb #7638e2a0
+@patch
+def finish(self:Stage, metrics:dict, # the stage's results; `model`: the checkpoint it hands on, relative to its folder
+           show:bool=True, # display the scalar metrics as a table
+          ) -> dict:
+    "Write `metrics.json`, rename the stage's folder into place (replacing an earlier run's) and show the metrics."
+    m = _relocate({'stage': self.name, **metrics}, str(self.dir), str(self.final))
+    write_metrics(self.dir, m)
+    if self.dir != self.final: self.dir = replace_dir(self.dir, self.final)
+    if show: show_metrics(m)
+    return m
 
-# %% ../nbs/00_core.ipynb #21
-def scalar_metrics(m:dict, prefix:str='') -> dict:
+# %% ../nbs/00_core.ipynb #94500e36
+def scalar_metrics(m:dict, # metrics, possibly nested
+                   prefix:str='', # put before every key
+                  ) -> dict:
     "The scalar entries of a (nested) metrics dict, flattened with dotted keys."
     out = {}
     for k, v in m.items():
@@ -163,8 +241,10 @@ def scalar_metrics(m:dict, prefix:str='') -> dict:
         elif isinstance(v, (int, float, str, bool)) or v is None: out[f'{prefix}{k}'] = v
     return out
 
-def show_metrics(m:dict):
-    "Display the scalar metrics as a two-column table (HTML in Jupyter, text elsewhere)."
+# %% ../nbs/00_core.ipynb #d69f38c0
+def show_metrics(m:dict, # metrics, possibly nested
+                ):
+    "Display the scalar metrics as a two-column table (HTML in Jupyter, text elsewhere); returns the DataFrame."
     import pandas as pd
     df = pd.DataFrame(list(scalar_metrics(m).items()), columns=['metric', 'value']).set_index('metric')
     try:
@@ -173,25 +253,41 @@ def show_metrics(m:dict):
     except ImportError: print(df.to_string())
     return df
 
-# %% ../nbs/00_core.ipynb #25
-def stage_metrics(out_dir, stage:str) -> dict|None:
-    "The metrics an earlier stage wrote into `out_dir`, or None when it has not run."
+# %% ../nbs/00_core.ipynb #26
+def stage_metrics(out_dir, # run folder
+                  stage:str, # stage name
+                 ) -> dict|None:
+    "The metrics an earlier stage wrote into `out_dir`, or None when it has not finished there."
     p = Path(out_dir)/stage/'metrics.json'
     return read_json(p) if p.exists() else None
 
+# %% ../nbs/00_core.ipynb #555f7822
 def _chain(out_dir) -> list:
+    "The run's stages in order: from `run.json`, else the finished stage folders by age."
     p = Path(out_dir)/'run.json'
     if p.exists(): return read_json(p).get('stages', [])
-    ds = [d for d in Path(out_dir).iterdir() if (d/'metrics.json').exists()]
+    ds = [d for d in Path(out_dir).iterdir() if not d.name.startswith('.') and (d/'metrics.json').exists()]
     return [d.name for d in sorted(ds, key=lambda d: (d/'metrics.json').stat().st_mtime)]
 
-def stage_model(out_dir, stage:str|None=None, before:str|None=None) -> Path|None:
-    "The model file of `stage`, or of the latest stage (before `before`) that recorded one."
+# %% ../nbs/00_core.ipynb #47bd3a6d
+LINEAGE = {'model': 'the file the stage hands on, relative to its folder (may be `../<stage>/<file>`)',
+           'took': 'the model it started from, relative to the run folder, or null',
+           'valid_accuracy': 'accuracy on validation data (what choices were made on)',
+           'valid_on': 'what that validation data was',
+           'accuracy': 'accuracy on the test set (touched once, to report)',
+           'model_params': 'parameters of the model it hands on', 'model_mb': 'file size in MB',
+           'latency_ms': 'batch-1 CPU latency in ms'}
+
+def stage_model(out_dir, # run folder
+                stage:str|None=None, # a stage name: its model; None: the latest stage that handed one on
+                before:str|None=None, # only stages before this one in the chain
+               ) -> Path|None:
+    "The model file of `stage`, or of the latest stage (before `before`) that recorded one; its path normalised."
     names = [stage] if stage else _chain(out_dir)
     if before in names: names = names[:names.index(before)]
     for s in reversed(names):
         m = stage_metrics(out_dir, s)
-        if m and m.get('model'): return Path(out_dir)/s/m['model']
+        if m and m.get('model'): return Path(os.path.normpath(Path(out_dir)/s/m['model']))
     return None
 
 # %% ../nbs/00_core.ipynb #28
@@ -199,7 +295,7 @@ def cache_dir() -> Path:
     "Root of smallwb's on-disk caches (`$SMALLWB_CACHE`, default `~/.cache/smallwb`)."
     return Path(os.environ.get('SMALLWB_CACHE', Path.home()/'.cache'/'smallwb'))
 
-# %% ../nbs/00_core.ipynb #29
+# %% ../nbs/00_core.ipynb #5da74c40
 class FeatureCache:
     "Vectors computed once per (key, item hash), kept on disk as `.npy` chunks plus an index."
     def __init__(self, root=None, # folder of the cache; default `cache_dir()/'features'`
@@ -207,47 +303,63 @@ class FeatureCache:
         self.root = Path(root) if root else cache_dir()/'features'
         self.computed = 0  # items this object has had to compute (tests count it)
 
-    def _dir(self, key:str) -> Path: return self.root/bytes_hash(key.encode())
+# %% ../nbs/00_core.ipynb #a26330ad
+@patch
+def _dir(self:FeatureCache, key:str) -> Path: return self.root/bytes_hash(key.encode())
 
-    def _index(self, key:str) -> dict:
-        p = self._dir(key)/'index.json'
-        return read_json(p) if p.exists() else {'key': key, 'chunks': [], 'rows': {}}
+# %% ../nbs/00_core.ipynb #4b301d9d
+@patch
+def _index(self:FeatureCache, key:str) -> dict:
+    "The index of `key`: chunk files and, per item hash, (chunk, row)."
+    p = self._dir(key)/'index.json'
+    return read_json(p) if p.exists() else {'key': key, 'chunks': [], 'rows': {}}
 
-    def _load(self, key:str, idx:dict, hashes:list) -> np.ndarray:
-        chunks = {c: np.load(self._dir(key)/c) for c in {idx['rows'][h][0] for h in hashes}}
-        return np.stack([chunks[idx['rows'][h][0]][idx['rows'][h][1]] for h in hashes])
+# %% ../nbs/00_core.ipynb #5dd3fc16
+@patch
+def _load(self:FeatureCache, key:str, idx:dict, hashes:list) -> np.ndarray:
+    "The stored vectors of `hashes`, stacked in their order."
+    chunks = {c: np.load(self._dir(key)/c) for c in {idx['rows'][h][0] for h in hashes}}
+    return np.stack([chunks[idx['rows'][h][0]][idx['rows'][h][1]] for h in hashes])
 
-    def _add(self, key:str, todo:list, v:np.ndarray) -> dict:
-        "Store a new chunk under a unique name and merge it into the index under a file lock."
-        import fcntl, uuid
-        d = self._dir(key); d.mkdir(parents=True, exist_ok=True)
-        name = f'chunk-{uuid.uuid4().hex[:12]}.npy'
-        np.save(d/name, v)
-        with open(d/'.lock', 'w') as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be filling the same key
-            idx = self._index(key)
-            idx['chunks'].append(name)
-            idx['rows'].update({h: [name, i] for i, h in enumerate(todo) if h not in idx['rows']})
-            write_json(d/'index.json', idx, indent=None)
-        return idx
+# %% ../nbs/00_core.ipynb #84f0083f
+@patch
+def _add(self:FeatureCache, key:str, todo:list, v:np.ndarray) -> dict:
+    "Store a new chunk under a unique name and merge it into the index under a file lock."
+    import fcntl
+    d = self._dir(key)
+    d.mkdir(parents=True, exist_ok=True)
+    name = f'chunk-{uuid.uuid4().hex[:12]}.npy'
+    np.save(d/name, v)
+    with open(d/'.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be filling the same key
+        idx = self._index(key)
+        idx['chunks'].append(name)
+        idx['rows'].update({h: [name, i] for i, h in enumerate(todo) if h not in idx['rows']})
+        write_json(d/'index.json', idx, indent=None)
+    return idx
 
-    def get(self, key:str, # names the model: backbone, weights and input size
-            hashes:list, # one content hash per item
-            compute, # called with the positions of missing items, returns their vectors (n, d)
-           ) -> np.ndarray:
-        "Vectors for `hashes`, computing (and storing) only the missing ones."
-        hashes, idx = list(hashes), self._index(key)
-        first = {}
-        for i, h in enumerate(hashes): first.setdefault(h, i)
-        todo = [h for h in first if h not in idx['rows']]
-        if todo:
-            pos = [first[h] for h in todo]
-            v = np.asarray(compute(pos), dtype=np.float32)
-            if len(v) != len(pos): raise ValueError(f"compute returned {len(v)} vectors for {len(pos)} items")
-            self.computed += len(pos)
-            idx = self._add(key, todo, v)
-        return self._load(key, idx, hashes)
+# %% ../nbs/00_core.ipynb #817350be
+@patch
+def get(self:FeatureCache, key:str, # names the model: backbone, weights and input size
+        hashes:list, # one content hash per item
+        compute, # called with the positions of missing items, returns their vectors (n, d)
+       ) -> np.ndarray:
+    "Vectors (n, d) for `hashes`, computing (and storing) only the missing ones; `ValueError` if `compute` miscounts."
+    hashes, idx = list(hashes), self._index(key)
+    first = {}
+    for i, h in enumerate(hashes): first.setdefault(h, i)
+    todo = [h for h in first if h not in idx['rows']]
+    if todo:
+        pos = [first[h] for h in todo]
+        v = np.asarray(compute(pos), dtype=np.float32)
+        if len(v) != len(pos): raise ValueError(f"compute returned {len(v)} vectors for {len(pos)} items")
+        self.computed += len(pos)
+        idx = self._add(key, todo, v)
+    return self._load(key, idx, hashes)
 
-    def clear(self, key:str):
-        "Forget every vector stored under `key`."
-        import shutil; shutil.rmtree(self._dir(key), ignore_errors=True)
+# %% ../nbs/00_core.ipynb #aafce6de
+@patch
+def clear(self:FeatureCache, key:str, # the model key to forget
+         ):
+    "Forget every vector stored under `key`."
+    shutil.rmtree(self._dir(key), ignore_errors=True)

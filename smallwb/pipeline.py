@@ -4,114 +4,602 @@
 
 # %% ../nbs/09_pipeline.ipynb #2
 from __future__ import annotations
-import argparse, re, sys, time, traceback
+import argparse, ast, csv, json, os, re, shutil, sys, time, traceback
+from dataclasses import dataclass
 from pathlib import Path
 import yaml
-from .core import read_json, write_json, scalar_metrics, is_timing
+from fastcore.basics import patch
+from .core import (read_json, write_json, scalar_metrics, is_timing, file_hash, stage_metrics, partial_dirs,
+                          replace_dir)
 
 # %% auto #0
-__all__ = ['experiments_dir', 'find_stages', 'default_chain', 'parse_value', 'stage_params', 'declared_params', 'check_params',
-           'resolve_data', 'StageFailed', 'kernel_name', 'run_stage', 'merged_chain', 'run_chain', 'headline_metrics',
-           'overview_figure', 'write_summary', 'read_config', 'main']
+__all__ = ['COERCE', 'KINDS', 'NO_QUICK', 'KERNEL_ARGS', 'NB_PARTIAL', 'EXPLAIN', 'experiments_dir', 'find_stages',
+           'default_chain', 'parse_value', 'Range', 'Choices', 'ListOf', 'parse_rule', 'split_help', 'Param',
+           'make_param', 'parameters_cell', 'cell_params', 'notebook_params', 'declared_params', 'stage_params',
+           'check_params', 'resolve_data', 'resolve_params', 'stage_values', 'plan_values', 'defaults', 'load_data',
+           'check_data', 'stage_mismatch', 'earlier_stages', 'RunFailed', 'StageFailed', 'RunInterrupted',
+           'kernel_name', 'clear_partials', 'settle_attempt', 'failure_line', 'run_stage', 'open_run_dir', 'run_chain',
+           'headline_metrics', 'lineage', 'skipped_files', 'overview_figure', 'write_summary', 'read_config', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #5
 def experiments_dir() -> Path:
-    "The experiment notebooks: `$SMALLWB_EXPERIMENTS`, else `experiments/` of the source checkout or the working directory."
-    import os
+    "The experiment notebooks: `$SMALLWB_EXPERIMENTS`, else `experiments/` of the checkout or the working directory."
+    import smallwb
     if os.environ.get('SMALLWB_EXPERIMENTS'): return Path(os.environ['SMALLWB_EXPERIMENTS'])
-    for p in (Path(__file__).resolve().parent.parent/'experiments', Path.cwd()/'experiments'):
+    for p in (Path(smallwb.__file__).resolve().parent.parent/'experiments', Path.cwd()/'experiments'):
         if p.is_dir(): return p
     raise FileNotFoundError("no experiments/ folder found: run from the smallwb checkout or set SMALLWB_EXPERIMENTS")
 
-def find_stages(exp_dir=None) -> dict:
+# %% ../nbs/09_pipeline.ipynb #442b99b1
+def find_stages(exp_dir=None, # folder of experiment notebooks; default `experiments_dir()`
+               ) -> dict:
     "Stage name → notebook, in chain order, for every `NN_name.ipynb` in `exp_dir`."
     exp_dir = Path(exp_dir or experiments_dir())
     nbs = sorted(p for p in exp_dir.glob('*.ipynb') if re.match(r'^\d\d_\w+\.ipynb$', p.name))
     return {p.stem[3:]: p for p in nbs}
 
-def default_chain(exp_dir=None) -> list:
-    "The stages `smallwb run` runs when none are named: all but the optional `00_*` ones (those alone if nothing else exists)."
+# %% ../nbs/09_pipeline.ipynb #6d4897fc
+def default_chain(exp_dir=None, # folder of experiment notebooks; default `experiments_dir()`
+                 ) -> list:
+    "The stages `smallwb run` runs when none are named: all but the optional `00_*` ones (those if nothing else)."
     found = find_stages(exp_dir)
     return [s for s, p in found.items() if not p.name.startswith('00_')] or list(found)
 
 # %% ../nbs/09_pipeline.ipynb #7
-def parse_value(s:str):
-    "A command-line value as YAML would read it (int, float, bool, list, or string)."
+def parse_value(s:str, # a value as typed on the command line
+               ):
+    "A command-line value as YAML reads it (int, float, bool, list, mapping, or the string itself)."
     try: return yaml.safe_load(s)
     except yaml.YAMLError: return s
 
+# %% ../nbs/09_pipeline.ipynb #10
+def _num(x:float) -> str: return str(int(x)) if float(x).is_integer() else str(x)
+
+@dataclass(frozen=True)
+class Range:
+    "An inclusive numeric range `[lo..hi]`; an end that is None is open."
+    lo: float|None = None
+    hi: float|None = None
+    def ok(self, v) -> bool:
+        num = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return num and (self.lo is None or v >= self.lo) and (self.hi is None or v <= self.hi)
+    def __str__(self):
+        if self.hi is None: return f'at least {_num(self.lo)}'
+        return f'at most {_num(self.hi)}' if self.lo is None else f'from {_num(self.lo)} to {_num(self.hi)}'
+
+# %% ../nbs/09_pipeline.ipynb #00b403f5
+@dataclass(frozen=True)
+class Choices:
+    "One of a fixed set of values `[a|b|c]`."
+    values: tuple
+    def ok(self, v) -> bool: return any(v == c and type(v) == type(c) for c in self.values)
+    def __str__(self): return 'one of ' + ', '.join(map(str, self.values))
+
+# %% ../nbs/09_pipeline.ipynb #7b5fcd84
+def _items(v) -> list:
+    "The items of a list, or of a comma-separated string."
+    return [s.strip() for s in v.split(',') if s.strip()] if isinstance(v, str) else list(v)
+
+@dataclass(frozen=True)
+class ListOf:
+    "A non-empty list, or comma-separated string, whose every item fits `inner` (`[list of ...]`)."
+    inner: Range|Choices
+    def ok(self, v) -> bool: return bool(_items(v)) and all(self.inner.ok(x) for x in _items(v))
+    def __str__(self):
+        if isinstance(self.inner, Choices): return 'non-empty list of items from ' + ', '.join(map(str, self.inner.values))
+        return f'non-empty list of numbers {self.inner}'
+
+# %% ../nbs/09_pipeline.ipynb #13
+def _int(v, elem=None):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
+        raise TypeError
+    return int(v)
+
+def _float(v, elem=None):
+    if isinstance(v, bool) or not isinstance(v, (int, float)): raise TypeError
+    return float(v)
+
+def _bool(v, elem=None):
+    if not isinstance(v, bool): raise TypeError
+    return v
+
+def _str(v, elem=None):
+    import datetime
+    if isinstance(v, bool) or not isinstance(v, (str, int, float, datetime.date)): raise TypeError
+    return v.isoformat() if isinstance(v, datetime.date) else str(v)
+
+def _list(v, elem=None):
+    if isinstance(v, str): v = [parse_value(s.strip()) for s in v.split(',') if s.strip()]
+    if not isinstance(v, (list, tuple)): raise TypeError
+    return [COERCE[elem](x) for x in v] if elem else list(v)
+
+def _dict(v, elem=None):
+    if not isinstance(v, dict): raise TypeError
+    return v
+
+COERCE = {int: _int, float: _float, bool: _bool, str: _str, list: _list, dict: _dict,
+          type(None): lambda v, elem=None: v}
+KINDS = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string', list: 'a list',
+         dict: 'a mapping', type(None): 'anything'}
+
+# %% ../nbs/09_pipeline.ipynb #cd3ff344
+def _elem(default:list):
+    "The type the items of a list default share (ints among floats count as floats), or None."
+    kinds = {bool if isinstance(x, bool) else type(x) for x in default}
+    if kinds == {int, float}: return float
+    return kinds.pop() if len(kinds) == 1 and next(iter(kinds)) in COERCE else None
+
+_RANGE = re.compile(r'^\s*(-?\d+(?:\.\d+)?)?\s*\.\.\s*(-?\d+(?:\.\d+)?)?\s*$')
+_TOKEN = re.compile(r'^[\w.+\-/:]+$')
+
+def parse_rule(text:str, # the marker between the brackets, e.g. `1..`, `auto|probe`, `list of a|b`
+               kind:type, # the parameter's type (its default's)
+               elem:type|None=None, # for lists: the items' type
+              ):
+    "The `Range`, `Choices` or `ListOf` a marker declares; `ValueError` saying what is wrong with a malformed one."
+    t = text.strip()
+    if t.startswith('list of '):
+        if kind not in (list, str): raise ValueError(f"[{text}]: 'list of' needs a list or a string default")
+        return ListOf(parse_rule(t[len('list of '):], elem or str))
+    if m := _RANGE.match(t):
+        lo, hi = (None if g is None else float(g) for g in m.groups())
+        if kind not in (int, float): raise ValueError(f"[{text}]: a range needs a number, the default is {KINDS[kind]}")
+        if lo is None and hi is None or (lo is not None and hi is not None and lo > hi):
+            raise ValueError(f"[{text}]: a range needs lo <= hi and at least one of them")
+        return Range(lo, hi)
+    toks = [s.strip() for s in t.split('|')]
+    if len(toks) < 2 or not all(_TOKEN.match(s) for s in toks):
+        raise ValueError(f"[{text}] is neither a range [lo..hi], a set of choices [a|b|c] nor [list of ...]")
+    try: return Choices(tuple(COERCE[kind](parse_value(s)) for s in toks))
+    except TypeError: raise ValueError(f"[{text}]: the choices are not all {KINDS[kind]}") from None
+
+# %% ../nbs/09_pipeline.ipynb #5333b9d2
+_QUICK = re.compile(r'\s*\(quick:\s*(.*)\)\s*$')
+_RULE = re.compile(r'\s*\[([^\[\]]*)\]\s*$')
+
+def split_help(help:str, # a parameter's comment as papermill reads it
+              ) -> tuple:
+    "(text, constraint or None, quick value text or None) of a parameter's comment."
+    quick, rule = None, None
+    if m := _QUICK.search(help): quick, help = m.group(1).strip(), help[:m.start()]
+    elif '(quick:' in help: raise ValueError("the (quick: VALUE) marker must end the comment")
+    if m := _RULE.search(help): rule, help = m.group(1), help[:m.start()]
+    return help.strip(), rule, quick
+
+# %% ../nbs/09_pipeline.ipynb #e857b367
+NO_QUICK = object()  # the quick value of a parameter that has none
+
+@dataclass
+class Param:
+    "One declared parameter of an experiment: its default, its type (the default's), constraint and quick value."
+    name: str
+    default: object
+    help: str = ''
+    rule: Range|Choices|ListOf|None = None
+    quick: object = NO_QUICK
+    @property
+    def kind(self) -> type: return type(self.default) if type(self.default) in COERCE else type(None)
+    @property
+    def elem(self): return _elem(self.default) if isinstance(self.default, list) else None
+
+# %% ../nbs/09_pipeline.ipynb #f3615273
+@patch
+def accepts(self:Param) -> str:
+    "What the parameter accepts, in words."
+    if self.rule is None: return KINDS[self.kind]
+    if isinstance(self.rule, Choices): return str(self.rule)
+    if isinstance(self.rule, ListOf): return ('a comma-separated ' if self.kind is str else 'a ') + str(self.rule)
+    return f'{KINDS[self.kind]} {self.rule}'
+
+# %% ../nbs/09_pipeline.ipynb #c60c2a72
+@patch
+def check(self:Param, v, # a value given for the parameter
+         ):
+    "`v` coerced to the parameter's type; `ValueError` naming what is accepted when it does not fit."
+    try: v = COERCE[self.kind](v, self.elem)
+    except (TypeError, ValueError): raise ValueError(self.accepts()) from None
+    if self.rule is not None and not self.rule.ok(v): raise ValueError(self.accepts())
+    return v
+
+# %% ../nbs/09_pipeline.ipynb #d2169be1
+def make_param(name:str, # the parameter's name
+               default:str, # its default as source text (papermill's `inspect_notebook`)
+               help:str='', # its comment, markers included
+              ) -> Param:
+    "A `Param` from a parameters-cell line; `ValueError` when the default is no literal or a marker is malformed."
+    try: value = ast.literal_eval(default)
+    except (ValueError, SyntaxError): raise ValueError(f"default {default} is not a literal value") from None
+    text, rule, quick = split_help(help or '')
+    p = Param(name, value, text)
+    if rule is not None: p.rule = parse_rule(rule, p.kind, p.elem)
+    if value is not None:
+        try: p.check(value)
+        except ValueError as e: raise ValueError(f"its default {value!r} is refused by its own marker ({e})") from None
+    if quick is None: return p
+    try: p.quick = p.check(parse_value(quick))
+    except ValueError as e: raise ValueError(f"its quick value {quick} is refused ({e})") from None
+    return p
+
+# %% ../nbs/09_pipeline.ipynb #6f2772ca
+def parameters_cell(nb, # an experiment notebook
+                   ) -> str:
+    "The source of the cell tagged `parameters` in `nb`; `ValueError` naming the notebook when there is none."
+    for c in json.loads(Path(nb).read_text(encoding='utf-8')).get('cells', []):
+        if 'parameters' in c.get('metadata', {}).get('tags', []):
+            return c['source'] if isinstance(c['source'], str) else ''.join(c['source'])
+    raise ValueError(f"{nb}: no cell tagged 'parameters'")
+
+# %% ../nbs/09_pipeline.ipynb #7579c64d
+def cell_params(src:str, # the source of a parameters cell
+               ) -> list:
+    "(name, default source, comment) for each `name = value  # comment` line; `ValueError` for anything else."
+    import io, tokenize
+    try: tree = ast.parse(src)
+    except SyntaxError as e: raise ValueError(f"line {e.lineno}: {e.msg}") from None
+    notes = {t.start[0]: t.string.lstrip('#').strip() for t in tokenize.generate_tokens(io.StringIO(src).readline)
+             if t.type == tokenize.COMMENT}
+    out = []
+    for n in tree.body:
+        target = n.targets[0] if isinstance(n, ast.Assign) and len(n.targets) == 1 else getattr(n, 'target', None)
+        if not isinstance(target, ast.Name) or getattr(n, 'value', None) is None:
+            raise ValueError(f"line {n.lineno}: not a flat `name = value  # comment` line")
+        out.append((target.id, ast.get_source_segment(src, n.value), notes.get(n.end_lineno, '')))
+    return out
+
+# %% ../nbs/09_pipeline.ipynb #05356875
+def notebook_params(nb, # an experiment notebook
+                   ) -> dict:
+    "Name → `Param` for the parameters cell of `nb`; `ValueError` naming notebook and parameter if one is malformed."
+    out = {}
+    try: lines = cell_params(parameters_cell(nb))
+    except ValueError as e: raise ValueError(f"{nb}: parameters cell: {e}") from None
+    for name, default, help in lines:
+        try: out[name] = make_param(name, default, help)
+        except ValueError as e: raise ValueError(f"{nb}: parameter {name!r}: {e}") from None
+    return out
+
+# %% ../nbs/09_pipeline.ipynb #f4a2723e
+def declared_params(nb, # an experiment notebook
+                   ) -> set:
+    "The names of the parameters an experiment notebook declares in its `parameters` cell."
+    return set(notebook_params(nb))
+
+# %% ../nbs/09_pipeline.ipynb #17
+def _split_key(k:str, v, stages) -> tuple:
+    "(stage or None, parameter name or None) a parameter key addresses."
+    if '.' in k: return tuple(k.split('.', 1))
+    return (k, None) if k in stages and isinstance(v, dict) else (None, k)
+
+def _own(stage:str, params:dict, stages) -> dict:
+    "The values given to `stage` alone: its YAML block, then its `stage.key` entries."
+    block = params.get(stage) if stage in stages and isinstance(params.get(stage), dict) else {}
+    return {**block, **{k.split('.', 1)[1]: v for k, v in params.items() if k.startswith(stage + '.')}}
+
+# %% ../nbs/09_pipeline.ipynb #18
 def stage_params(stage:str, # the stage the parameters are for
                  params:dict, # common parameters, and `stage.key` or `{stage: {...}}` entries
                  declared:set, # the parameters the stage's notebook declares
+                 stages=(), # every stage's name (so a `{stage: {...}}` block is not read as a parameter)
                 ) -> dict:
-    "The parameters that `stage` declares, with its own (`stage.key`) overriding the common ones."
-    common = {k: v for k, v in params.items() if '.' not in k and not isinstance(v, dict)}
-    own = {**params.get(stage, {}), **{k.split('.', 1)[1]: v for k, v in params.items() if k.startswith(stage + '.')}}
-    unknown = set(own) - declared
-    if unknown: raise ValueError(f"stage {stage!r} has no parameter {', '.join(sorted(unknown))}; it declares: {', '.join(sorted(declared))}")
+    "The values the user gave `stage`: the common ones it declares, overridden by its own (`stage.key`)."
+    own = _own(stage, params, set(stages) | {stage})
+    unknown = set(own) - set(declared)
+    if unknown: raise ValueError(f"stage {stage!r} has no parameter {', '.join(sorted(unknown))}; "
+                                 f"it declares: {', '.join(sorted(declared))}")
+    common = {k: v for k, v in params.items() if _split_key(k, v, set(stages) | {stage})[0] is None}
     return {k: v for k, v in {**common, **own}.items() if k in declared}
 
-# %% ../nbs/09_pipeline.ipynb #10
-def declared_params(nb) -> set:
-    "The parameters an experiment notebook declares in its `parameters` cell."
-    import papermill as pm
-    return set(pm.inspect_notebook(str(nb)).keys())
-
+# %% ../nbs/09_pipeline.ipynb #68bd6ea8
 def check_params(params:dict, # parameters as `run_chain` gets them
                  declared:dict, # stage → the parameters it declares, for every known stage
                 ):
-    "Raise a clear error for a parameter no stage declares, or a `stage.key` for an unknown stage or key."
+    "Raise a clear error for a parameter no stage declares, a `stage.key` for an unknown stage or key, or `out_dir`."
     stages = set(declared)
     for k, v in params.items():
-        st = k.split('.', 1)[0] if '.' in k else k if isinstance(v, dict) else None
-        if st is not None and st not in stages: raise ValueError(f"parameter {k!r}: there is no stage {st!r}; stages: {', '.join(declared)}")
-        if st is not None: stage_params(st, params, declared[st]); continue
-        if not any(k in d for d in declared.values()):
-            raise ValueError(f"unknown parameter {k!r}: no experiment declares it; common parameters: {', '.join(sorted(set.intersection(*declared.values()))) if declared else 'none'}")
+        st, key = _split_key(k, v, stages)
+        if 'out_dir' in (k, key): raise ValueError("out_dir is set by smallwb run: set --runs-dir and --name")
+        if st is not None and st not in stages:
+            raise ValueError(f"parameter {k!r}: there is no stage {st!r}; stages: {', '.join(declared)}")
+        if st is not None: stage_params(st, params, declared[st], stages)
+        elif not any(k in d for d in declared.values()):
+            common = sorted(set.intersection(*map(set, declared.values()))) if declared else []
+            raise ValueError(f"unknown parameter {k!r}: no experiment declares it; "
+                             f"common parameters: {', '.join(common) or 'none'}")
 
-# %% ../nbs/09_pipeline.ipynb #13
-def resolve_data(data) -> str:
-    "A built-in data set's name as it is, a folder as its absolute path; a clear error for anything else."
+# %% ../nbs/09_pipeline.ipynb #20
+def resolve_data(data, # a built-in data set's name or a folder
+                ) -> str:
+    "A built-in data set's name as it is, a folder as its absolute path; `FileNotFoundError` for anything else."
     from smallwb.data import BUILTIN
     if str(data) in BUILTIN: return str(data)
     p = Path(str(data)).expanduser()
-    if not p.is_dir(): raise FileNotFoundError(f"data {str(data)!r}: neither a built-in data set ({', '.join(BUILTIN)}) nor a folder")
+    if not p.is_dir():
+        raise FileNotFoundError(f"data {str(data)!r}: neither a built-in data set ({', '.join(BUILTIN)}) nor a folder")
     return str(p.resolve())
 
-# %% ../nbs/09_pipeline.ipynb #16
-class StageFailed(RuntimeError):
-    "A stage of a chain raised; the message names the stage and its executed notebook."
+# %% ../nbs/09_pipeline.ipynb #044998f1
+def resolve_params(params:dict, # parameters as the user gave them
+                   declared:dict, # stage → name → `Param`, for every known stage
+                  ) -> dict:
+    "`params` with their names checked (`check_params`) and every `data` value (common or per stage) resolved."
+    check_params(params, declared)
+    out = {}
+    for k, v in params.items():
+        st, key = _split_key(k, v, set(declared))
+        if key is None: out[k] = {kk: resolve_data(vv) if kk == 'data' else vv for kk, vv in v.items()}
+        else: out[k] = resolve_data(v) if key == 'data' else v
+    return out
+
+# %% ../nbs/09_pipeline.ipynb #b5606e0a
+def stage_values(stage:str, # a stage
+                 params:dict, # the run's parameters (resolved)
+                 declared:dict, # stage → name → `Param`, for every known stage
+                ) -> tuple:
+    "(values to inject into `stage`, refusals as (key as given, value, what is accepted)): checked, quick applied."
+    decl, stages = declared[stage], set(declared)
+    own = _own(stage, params, stages)
+    values, refused = {}, []
+    for k, v in stage_params(stage, params, set(decl), stages).items():
+        try: values[k] = decl[k].check(v)
+        except ValueError as e: refused.append((f'{stage}.{k}' if k in own else k, v, str(e)))
+    quick = values.get('quick', decl['quick'].default if 'quick' in decl else False)
+    if quick is True:
+        values.update({k: p.quick for k, p in decl.items() if k not in values and p.quick is not NO_QUICK})
+    return values, refused
+
+# %% ../nbs/09_pipeline.ipynb #f18c8996
+def plan_values(stages:list, # the stages this run runs
+                params:dict, # the run's parameters (resolved)
+                declared:dict, # stage → name → `Param`, for every known stage
+               ) -> dict:
+    "Stage → the values to inject; one `ValueError` naming every refused value, where and what is accepted."
+    plan, refused = {}, {}
+    for s in stages:
+        plan[s], bad = stage_values(s, params, declared)
+        for k, v, accepts in bad: refused.setdefault((k, repr(v), accepts), []).append(s)
+    if refused:
+        raise ValueError('parameter values refused: ' + '; '.join(
+            f"{k}={v} (stage {', '.join(sts)}): expected {acc}" for (k, v, acc), sts in refused.items()))
+    return plan
+
+# %% ../nbs/09_pipeline.ipynb #a5929e17
+def defaults(decl:dict, # name → `Param`
+            ) -> dict:
+    "The default value of every declared parameter."
+    return {k: p.default for k, p in decl.items()}
+
+# %% ../nbs/09_pipeline.ipynb #66510f00
+def load_data(data:str, # a resolved `data` value
+              cache:dict, # data value → `Dataset`, filled as data sets are loaded
+             ):
+    "The `Dataset` that `data` names, loaded once per run (`smallwb.data.get_dataset`)."
+    from smallwb.data import get_dataset
+    if data not in cache: cache[data] = get_dataset(data, verbose=False)
+    return cache[data]
+
+# %% ../nbs/09_pipeline.ipynb #3dd5d666
+def check_data(plan:dict, # stage → the values it gets (`plan_values`)
+               declared:dict, # stage → name → `Param`
+               log=print, # where the skipped-files line goes
+              ) -> dict:
+    "Data value → `Dataset` for the run's stages; one `ValueError` naming each stage whose label budget does not fit."
+    import warnings
+    from smallwb.data import budget_split
+    cache, refused, warned = {}, {}, {}
+    for s, v in plan.items():
+        full = {**defaults(declared[s]), **v}
+        if 'data' not in full: continue
+        ds = load_data(full['data'], cache)
+        if full.get('labels_per_class') is None: continue
+        with warnings.catch_warnings(record=True) as ws:
+            warnings.simplefilter('always')
+            try: budget_split(ds, full['labels_per_class'], seed=full.get('seed', 0))
+            except ValueError as e: refused.setdefault(str(e), []).append(s)
+        for w in ws: warned.setdefault(str(w.message), []).append(s)
+    if refused: raise ValueError('; '.join(f"{m} (stage {', '.join(sts)})" for m, sts in refused.items()))
+    for m, sts in warned.items(): log(f"warning (stage {', '.join(sts)}): {m}")
+    for d, ds in cache.items():
+        if ds.report: log(f"data {Path(d).name}: {len(ds.report)} files skipped (listed in each stage's skipped.csv)")
+    return cache
+
+# %% ../nbs/09_pipeline.ipynb #e3cf641a
+def _same(a, b) -> bool: return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+def _param_diff(recorded:dict, expected:dict) -> str|None:
+    "Why recorded parameters are not the expected ones (the first three differences), or None."
+    diff = [k for k, v in expected.items() if k != 'out_dir' and k in recorded and not _same(recorded[k], v)]
+    if not diff: return None
+    more = f' (and {len(diff) - 3} more)' if len(diff) > 3 else ''
+    return "its parameters differ from this run's: " + ', '.join(
+        f'{k} was {recorded[k]!r}, now {expected[k]!r}' for k in diff[:3]) + more
+
+# %% ../nbs/09_pipeline.ipynb #7d0db312
+def _manifest_diff(stage_dir:Path, manifest:dict, ds) -> str|None:
+    "Why a stage's recorded data manifest does not describe `ds`, or None."
+    from smallwb.data import Split
+    p = stage_dir/Path(manifest['path']).name
+    if not p.exists() or file_hash(p) != manifest.get('sha1'): return 'its manifest.csv is missing or changed since'
+    try: Split.load(ds, p)
+    except ValueError as e: return "its data differs from this run's: " + str(e).split(': ', 1)[-1]
+    return None
+
+# %% ../nbs/09_pipeline.ipynb #698522a9
+def stage_mismatch(run_dir, # the run folder
+                   stage:str, # a stage that finished there earlier
+                   expected:dict, # the values it would get in this run (defaults included)
+                   cache:dict, # data value → `Dataset` (`load_data`)
+                  ) -> str|None:
+    "Why the stage's recorded config and data manifest do not match this run, or None when they do."
+    p = Path(run_dir)/stage/'config.json'
+    if not p.exists(): return 'it has no config.json'
+    cfg = read_json(p)
+    why = _param_diff(cfg.get('params', {}), expected)
+    if why or not cfg.get('manifest') or 'data' not in expected: return why
+    try: ds = load_data(expected['data'], cache)
+    except (ValueError, OSError) as e: return f'its data could not be loaded to compare: {e}'
+    return _manifest_diff(Path(run_dir)/stage, cfg['manifest'], ds)
+
+# %% ../nbs/09_pipeline.ipynb #a497da6c
+def earlier_stages(run_dir, # the run folder
+                   stages:list, # the stages this run runs
+                   params:dict, # the run's parameters (resolved)
+                   declared:dict, # stage → name → `Param`, in chain order
+                   cache:dict, # data value → `Dataset`
+                  ) -> tuple:
+    "(the finished stages in `run_dir` that count for this run, {stage: why not} for the others there)."
+    order = list(declared)
+    first = min(order.index(s) for s in stages)
+    counted, why = [], {}
+    for s in order:
+        if s in stages or not (Path(run_dir)/s/'metrics.json').exists(): continue
+        if order.index(s) > first: why[s] = f"it was built on {order[first]!r}, which this run runs again"
+        else:
+            expected = {**defaults(declared[s]), **stage_values(s, params, declared)[0]}
+            why[s] = stage_mismatch(run_dir, s, expected, cache)
+        if why[s] is None:
+            why.pop(s)
+            counted.append(s)
+    return counted, why
+
+# %% ../nbs/09_pipeline.ipynb #0466131f
+class RunFailed(RuntimeError):
+    "A run stopped after its run folder was made; the message is one line saying what failed and where."
+
+class StageFailed(RunFailed):
+    "A stage of a chain failed; the message names the stage, the error and its executed notebook."
+
+class RunInterrupted(RunFailed):
+    "The run was interrupted (Ctrl-C); the message names the stage it was in."
+
+# %% ../nbs/09_pipeline.ipynb #54121e02
+# The kernel's own log is noise to a user of smallwb run: "Kernel is running over TCP without encryption" (a localhost
+# connection) at start, a ZMQError traceback when Ctrl-C closes its sockets. What a stage prints goes to its notebook.
+KERNEL_ARGS = ['--IPKernelApp.log_level=CRITICAL']
+NB_PARTIAL = '.{}.running.ipynb'  # the executed notebook while its stage runs
 
 def kernel_name() -> str:
     "The project's Jupyter kernel when registered, else `python3`."
     from jupyter_client.kernelspec import KernelSpecManager
     return 'smallwb' if 'smallwb' in KernelSpecManager().find_kernel_specs() else 'python3'
 
-# %% ../nbs/09_pipeline.ipynb #17
-def run_stage(stage:str, nb:Path, run_dir:Path, params:dict, kernel:str|None=None, log=print) -> dict:
-    "Execute one experiment notebook into `run_dir`; return its metrics (or raise `StageFailed`)."
-    import papermill as pm
-    ps = stage_params(stage, {**params, 'out_dir': str(run_dir)}, declared_params(nb))
-    out = run_dir/f'{stage}.ipynb'
-    try:
-        pm.execute_notebook(str(nb), str(out), parameters=ps, kernel_name=kernel or kernel_name(),
-                            cwd=str(nb.parent), progress_bar=False, log_output=False)
-    except Exception as e:
-        msg = getattr(e, 'evalue', None) or (str(e).strip().splitlines() or [''])[-1]
-        raise StageFailed(f"stage {stage!r} failed: {getattr(e, 'ename', type(e).__name__)}: {msg}\n  see the executed notebook for the full error: {out}") from None
-    m = run_dir/stage/'metrics.json'
-    if not m.exists(): raise StageFailed(f"stage {stage!r} finished but wrote no {m}; see {out}")
-    return read_json(m)
+# %% ../nbs/09_pipeline.ipynb #335a3d3e
+def clear_partials(run_dir, # the run folder
+                   stage:str, # a stage about to run
+                  ):
+    "Remove what an earlier, killed attempt at `stage` left: its partial folders and running notebook."
+    for d in partial_dirs(run_dir, stage): shutil.rmtree(d, ignore_errors=True)
+    (Path(run_dir)/NB_PARTIAL.format(stage)).unlink(missing_ok=True)
 
-# %% ../nbs/09_pipeline.ipynb #18
+# %% ../nbs/09_pipeline.ipynb #71821d7c
+def settle_attempt(run_dir, # the run folder
+                   stage:str, # a stage that failed or was interrupted
+                  ):
+    "Put a failed attempt's executed notebook and partial outputs in place, so both come from that attempt."
+    run_dir = Path(run_dir)
+    nb, parts = run_dir/NB_PARTIAL.format(stage), partial_dirs(run_dir, stage)
+    if nb.exists(): os.replace(nb, run_dir/f'{stage}.ipynb')
+    else: (run_dir/f'{stage}.ipynb').unlink(missing_ok=True)
+    if parts: replace_dir(parts[-1], run_dir/stage)
+    elif (run_dir/stage).exists(): shutil.rmtree(run_dir/stage)
+    for d in parts[:-1]: shutil.rmtree(d, ignore_errors=True)
+
+# %% ../nbs/09_pipeline.ipynb #156a725a
+EXPLAIN = {'DeadKernelError': 'its kernel died (killed, or out of memory)',
+           'NoSuchKernel': 'no such Jupyter kernel (see `jupyter kernelspec list`)',
+           'CellTimeoutError': 'a cell ran past its time limit'}
+
+def _one_line(s:str, n:int=300) -> str:
+    s = ' '.join(str(s).split())
+    return s if len(s) <= n else s[:n - 1] + '…'
+
+def failure_line(stage:str, # the stage that failed
+                 e:BaseException, # what papermill raised
+                 notebook:Path, # the executed notebook (it may not exist)
+                ) -> str:
+    "One line: the stage, the error it raised (or what happened to its kernel), and where the full error is."
+    name = getattr(e, 'ename', None) or type(e).__name__
+    what = EXPLAIN.get(name) or f"{name}: {_one_line(getattr(e, 'evalue', None) or e)}"
+    where = f'; the executed notebook shows the full error: {notebook}' if Path(notebook).exists() else ''
+    return f"stage {stage!r} failed: {what}{where}"
+
+# %% ../nbs/09_pipeline.ipynb #8ef68b31
+def _stamp(p:Path): return (p.stat().st_ino, p.stat().st_mtime_ns) if p.exists() else None
+
+def run_stage(stage:str, # the stage
+              nb:Path, # its experiment notebook
+              run_dir:Path, # the run folder (the stage's `out_dir`)
+              values:dict, # the values to inject (`plan_values`)
+              kernel:str|None=None, # Jupyter kernel; default `kernel_name()`
+             ) -> dict:
+    "Execute one experiment notebook into `run_dir`; its metrics, or `StageFailed` / `KeyboardInterrupt`."
+    import papermill as pm
+    run_dir = Path(run_dir)
+    clear_partials(run_dir, stage)
+    tmp, out, before = run_dir/NB_PARTIAL.format(stage), run_dir/f'{stage}.ipynb', _stamp(run_dir/stage/'metrics.json')
+    try:
+        pm.execute_notebook(str(nb), str(tmp), parameters={**values, 'out_dir': str(run_dir)}, cwd=str(nb.parent),
+                            kernel_name=kernel or kernel_name(), progress_bar=False, log_output=False,
+                            extra_arguments=KERNEL_ARGS)
+    except BaseException as e:
+        settle_attempt(run_dir, stage)
+        if isinstance(e, KeyboardInterrupt) or getattr(e, 'ename', None) == 'KeyboardInterrupt': raise KeyboardInterrupt
+        raise StageFailed(failure_line(stage, e, out)) from None
+    if partial_dirs(run_dir, stage) or _stamp(run_dir/stage/'metrics.json') in (None, before):
+        settle_attempt(run_dir, stage)
+        raise StageFailed(f"stage {stage!r} ran to its end but never called stage.finish(metrics); see {out}")
+    os.replace(tmp, out)
+    return read_json(run_dir/stage/'metrics.json')
+
+# %% ../nbs/09_pipeline.ipynb #099b6745
+def _check_stages(stages, found:dict, exp_dir) -> list:
+    "The stages to run: as named (each must exist), else the default chain."
+    stages = list(stages or default_chain(exp_dir))
+    unknown = [s for s in stages if s not in found]
+    if unknown: raise ValueError(f"unknown stage {', '.join(unknown)}; available: {', '.join(found)}")
+    if not stages: raise ValueError(f"no experiments to run in {exp_dir or experiments_dir()}")
+    return stages
+
+# %% ../nbs/09_pipeline.ipynb #a5b361fc
+def open_run_dir(runs_dir, # where run folders go
+                 name:str|None, # the run's name; None: a timestamp
+                ) -> Path:
+    "The run folder, created; `RunFailed` saying why when it cannot be (no run.json could be written either)."
+    run_dir = (Path(runs_dir)/(name or time.strftime('%Y%m%d-%H%M%S'))).resolve()
+    try: run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = e.strerror or e
+        raise RunFailed(f"cannot create the run folder {run_dir}: {why}; nothing ran, no run.json written") from None
+    return run_dir
+
+# %% ../nbs/09_pipeline.ipynb #e39795a8
+def _record(run_dir:Path, info:dict, results:dict, stage:str|None, e:BaseException) -> RunFailed:
+    "Record a stopped run in run.json and summary.md (as far as they can be written); the one-line error to raise."
+    interrupted = isinstance(e, KeyboardInterrupt)
+    where = f' in stage {stage!r}' if stage else ''
+    if interrupted: line = f"interrupted during stage {stage!r}; {run_dir/(str(stage) + '.ipynb')} shows how far it got"
+    elif isinstance(e, RunFailed): line = str(e)
+    else: line = f"run {run_dir.name} stopped{where}: {type(e).__name__}: {_one_line(e)}"
+    if not isinstance(e, (RunFailed, KeyboardInterrupt)):
+        try: (run_dir/'error.log').write_text(''.join(traceback.format_exception(e)))
+        except OSError: pass
+        else: line += f' (traceback in {run_dir/"error.log"})'
+    status = 'interrupted' if interrupted else 'failed'
+    notes = []
+    try: write_summary(run_dir, info['stages'], results, failed=stage, error=line, not_counted=info['not_counted'])
+    except Exception as w: notes.append(f"summary.md could not be written ({type(w).__name__}: {_one_line(w, 120)})")
+    try: write_json(run_dir/'run.json', {**info, 'status': status, 'failed_stage': stage, 'error': line})
+    except Exception as w: notes.append(f"run.json could not be written ({type(w).__name__}: {_one_line(w, 120)})")
+    line = '; '.join([line] + notes)
+    return (RunInterrupted if interrupted else StageFailed if isinstance(e, StageFailed) else RunFailed)(line)
+
+# %% ../nbs/09_pipeline.ipynb #56c6777a
+def _status(run_dir:Path) -> str|None:
+    try: return read_json(run_dir/'run.json').get('status')
+    except (ValueError, OSError, AttributeError): return None
+
 def _headline(m:dict) -> str:
     keys = [k for k in ('accuracy', 'best', 'int8_accuracy', 'student_accuracy', 'gain') if k in m]
     return ', '.join(f'{k}={m[k]:.4g}' if isinstance(m[k], float) else f'{k}={m[k]}' for k in keys)
-
-def merged_chain(run_dir:Path, stages:list, found:dict) -> list:
-    "This run's stages in chain order: those asked for now, plus earlier ones whose outputs are already in `run_dir`."
-    earlier = [s for s in found if s not in stages and (Path(run_dir)/s/'metrics.json').exists()]
-    return stages if not earlier else sorted(set(stages) | set(earlier), key=list(found).index)
 
 def run_chain(stages:list|None=None, # stage names in order; default `default_chain()`
               params:dict|None=None, # parameters for the stages (see `stage_params`)
@@ -119,121 +607,225 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
               runs_dir='runs', # where run folders go
               exp_dir=None, # experiment notebooks; default `experiments_dir()`
               kernel:str|None=None, # Jupyter kernel; default `kernel_name()`
-              log=print,
+              log=print, # where progress lines go
              ) -> Path:
-    "Run a chain of experiment notebooks into `runs_dir/name`; write `summary.md` and `overview.png`."
+    "Check, then run a chain of experiment notebooks into `runs_dir/name`; write run.json, summary.md, overview.png."
     found = find_stages(exp_dir)
-    stages = stages or default_chain(exp_dir)
-    unknown = [s for s in stages if s not in found]
-    if unknown: raise ValueError(f"unknown stage {', '.join(unknown)}; available: {', '.join(found)}")
-    if not stages: raise ValueError(f"no experiments to run in {exp_dir or experiments_dir()}")
-    params = dict(params or {})
-    check_params(params, {s: declared_params(p) for s, p in found.items()})
-    if 'data' in params: params['data'] = resolve_data(params['data'])
-    run_dir = (Path(runs_dir)/(name or time.strftime('%Y%m%d-%H%M%S'))).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    chain = merged_chain(run_dir, stages, found)
-    info = {'stages': chain, 'ran': stages, 'params': params}
-    write_json(run_dir/'run.json', {**info, 'status': 'running'})
-    results = {s: read_json(run_dir/s/'metrics.json') for s in chain if s not in stages}
-    for i, s in enumerate(stages, 1):
-        log(f"[{i}/{len(stages)}] {s}: running {found[s].name} ...")
-        t0 = time.time()
-        try: results[s] = run_stage(s, found[s], run_dir, params, kernel, log)
-        except StageFailed as e:
-            write_json(run_dir/'run.json', {**info, 'status': 'failed', 'failed_stage': s, 'error': str(e)})
-            write_summary(run_dir, chain, results, failed=s)
-            raise
-        log(f"[{i}/{len(stages)}] {s}: done in {time.time()-t0:.0f}s  {_headline(results[s])}")
-    write_json(run_dir/'run.json', {**info, 'status': 'done'})
-    write_summary(run_dir, chain, results)
+    stages = _check_stages(stages, found, exp_dir)
+    declared = {s: notebook_params(p) for s, p in found.items()}
+    params = resolve_params(dict(params or {}), declared)
+    plan = plan_values(stages, params, declared)
+    cache = check_data(plan, declared, log)
+    run_dir = open_run_dir(runs_dir, name)
+    if (run_dir/'run.json').exists() and _status(run_dir) == 'running':
+        log(f"{run_dir.name}: the previous run into this folder never finished (killed?); run.json still said 'running'")
+    earlier, not_counted = earlier_stages(run_dir, stages, params, declared, cache)
+    for s, why in not_counted.items(): log(f"{s}: the earlier outputs in {run_dir/s} do not count for this run: {why}")
+    info = {'stages': sorted(set(stages) | set(earlier), key=list(found).index), 'ran': stages, 'params': params,
+            'not_counted': not_counted}
+    results, current = {s: stage_metrics(run_dir, s) for s in earlier}, None
+    try:
+        write_json(run_dir/'run.json', {**info, 'status': 'running'})
+        for i, s in enumerate(stages, 1):
+            current, t0 = s, time.time()
+            log(f"[{i}/{len(stages)}] {s}: running {found[s].name} ...")
+            results[s] = run_stage(s, found[s], run_dir, plan[s], kernel)
+            log(f"[{i}/{len(stages)}] {s}: done in {time.time()-t0:.0f}s  {_headline(results[s])}")
+        current = None
+        write_summary(run_dir, info['stages'], results, not_counted=not_counted)
+        write_json(run_dir/'run.json', {**info, 'status': 'done'})
+    except BaseException as e: raise _record(run_dir, info, results, current, e) from None
     log(f"report: {run_dir/'summary.md'}")
     return run_dir
 
-# %% ../nbs/09_pipeline.ipynb #20
-def _fmt(v) -> str: return f'{v:.4g}' if isinstance(v, float) else str(v)
+# %% ../nbs/09_pipeline.ipynb #64f2cc29
+def _fmt(v) -> str:
+    if v is None: return '–'
+    return f'{v:.4g}' if isinstance(v, float) else str(v)
 
-def headline_metrics(m:dict, n:int=6) -> dict:
+def headline_metrics(m:dict, # a stage's metrics
+                     n:int=6, # how many at most
+                    ) -> dict:
     "Up to `n` scalar metrics of a stage worth a glance: accuracy-like first, no timings or text."
-    sc = {k: v for k, v in scalar_metrics(m).items() if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_timing(k)}
+    sc = {k: v for k, v in scalar_metrics(m).items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_timing(k)}
     first = [k for k in sc if 'acc' in k]
     return {k: sc[k] for k in (first + [k for k in sc if k not in first])[:n]}
 
-def _accuracy_bars(ax, acc:dict):
-    ax.bar(list(acc), list(acc.values()), color='tab:blue')
-    for i, v in enumerate(acc.values()): ax.text(i, v, f'{v:.3f}', ha='center', va='bottom', fontsize=9)
-    ax.set_ylim(0, 1.05); ax.set_ylabel('test accuracy'); ax.set_title('accuracy by stage')
+# %% ../nbs/09_pipeline.ipynb #2da247fa
+def _number(v): return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
+def lineage(results:dict, # stage → metrics, in chain order
+           ) -> list:
+    "One row per stage that records lineage (`model` or `took`): what it took and gave, accuracies, size and speed."
+    rows = []
+    for s, m in results.items():
+        if not any(k in m for k in ('model', 'took')): continue
+        valid = _number(m.get('valid_accuracy'))
+        on = f" ({m['valid_on']})" if m.get('valid_on') else ''
+        rows.append({'stage': s, 'took': m.get('took'),
+                     'gave': os.path.normpath(f"{s}/{m['model']}") if m.get('model') else None,
+                     'validation accuracy': None if valid is None else f"{valid:.4g}{on}",
+                     'test accuracy': _number(m.get('accuracy')), 'parameters': _number(m.get('model_params')),
+                     'size (MB)': _number(m.get('model_mb')), 'latency (ms)': _number(m.get('latency_ms'))})
+    return rows
+
+# %% ../nbs/09_pipeline.ipynb #aab46859
+def skipped_files(run_dir, # the run folder
+                  stages:list, # its stages
+                 ) -> dict:
+    "Stage → how many files its `skipped.csv` lists (only stages that have one)."
+    out = {}
+    for s in stages:
+        p = Path(run_dir)/s/'skipped.csv'
+        if p.exists():
+            with open(p, newline='', encoding='utf-8') as f: out[s] = max(sum(1 for _ in csv.reader(f)) - 1, 0)
+    return out
+
+# %% ../nbs/09_pipeline.ipynb #82c96a18
+def _accuracy_bars(ax, acc:dict, valid:dict):
+    "Horizontal bars: test accuracy by stage, and validation accuracy beside it where recorded."
+    import numpy as np
+    y, h = np.arange(len(acc)), 0.4 if valid else 0.6
+    ax.barh(y, list(acc.values()), h, color='tab:blue', label='test')
+    if valid: ax.barh(y + h, [valid.get(s, 0) for s in acc], h, color='tab:orange', label='validation')
+    for i, (s, v) in enumerate(acc.items()):
+        ax.text(v, i, f' {v:.3f}', va='center', fontsize=9)
+        if s in valid: ax.text(valid[s], i + h, f' {valid[s]:.3f}', va='center', fontsize=9)
+    ax.set_yticks(y + (h/2 if valid else 0), list(acc))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel('accuracy')
+    ax.set_title('accuracy by stage')
+    if valid: ax.legend(loc='lower right', fontsize=8)
+
+# %% ../nbs/09_pipeline.ipynb #8bf8cd47
 def _metrics_table(ax, results:dict):
-    rows = [(s, k, _fmt(v)) for s, m in results.items() for k, v in headline_metrics(m).items()] or [('-', 'no numeric metrics', '')]
-    ax.axis('off'); ax.set_title('headline metrics by stage (no stage reported accuracy)')
-    t = ax.table(cellText=rows, colLabels=['stage', 'metric', 'value'], loc='upper center', cellLoc='left')
-    t.auto_set_font_size(False); t.set_fontsize(9); t.scale(1, 1.3)
+    "A table of each stage's headline metrics (when no stage reports an accuracy)."
+    rows = [(s, k, _fmt(v)) for s, m in results.items() for k, v in headline_metrics(m).items()]
+    ax.axis('off')
+    ax.set_title('headline metrics by stage (no stage reported accuracy)')
+    t = ax.table(cellText=rows or [('-', 'no numeric metrics', '')], colLabels=['stage', 'metric', 'value'],
+                 loc='upper center', cellLoc='left')
+    t.auto_set_font_size(False)
+    t.set_fontsize(9)
+    t.scale(1, 1.3)
 
-def overview_figure(results:dict):
-    "Bar chart of each stage's headline accuracy; a table of headline metrics when no stage reports one."
-    import matplotlib; matplotlib.use('Agg')
+# %% ../nbs/09_pipeline.ipynb #e194d1fe
+def overview_figure(results:dict, # stage → metrics
+                   ):
+    "Bars of each stage's test (and validation) accuracy; a table of headline metrics when no stage reports one."
+    import matplotlib
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    acc = {s: m['accuracy'] for s, m in results.items() if isinstance(m.get('accuracy'), (int, float))}
-    if acc: fig, ax = plt.subplots(figsize=(1.4*max(len(acc), 3)+1, 3)); _accuracy_bars(ax, acc)
+    acc = {s: m['accuracy'] for s, m in results.items() if _number(m.get('accuracy')) is not None}
+    valid = {s: results[s]['valid_accuracy'] for s in acc if _number(results[s].get('valid_accuracy')) is not None}
+    if acc:
+        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.55*len(acc)*(1.6 if valid else 1)))
+        _accuracy_bars(ax, acc, valid)
     else:
-        n = sum(len(headline_metrics(m)) for m in results.values())
-        fig, ax = plt.subplots(figsize=(7, 0.8 + 0.3*max(n, 1))); _metrics_table(ax, results)
+        fig, ax = plt.subplots(figsize=(7, 0.8 + 0.3*max(sum(len(headline_metrics(m)) for m in results.values()), 1)))
+        _metrics_table(ax, results)
     fig.tight_layout()
     return fig
 
-def write_summary(run_dir, stages:list, results:dict, failed:str|None=None) -> Path:
+# %% ../nbs/09_pipeline.ipynb #24
+def _lineage_md(results:dict) -> list:
+    rows = lineage(results)
+    if not rows: return []
+    cols = list(rows[0])
+    return (['## Lineage', '', 'Which model each stage started from and which it handed on (paths in the run folder).',
+             '',
+             '| ' + ' | '.join(cols) + ' |', '|' + '---|'*len(cols)]
+            + ['| ' + ' | '.join(_fmt(r[c]) for c in cols) + ' |' for r in rows] + [''])
+
+def _skipped_md(run_dir:Path, stages:list) -> list:
+    n = skipped_files(run_dir, stages)
+    if not n: return ['No file was skipped while reading the data.', '']
+    return [f"Files skipped while reading the data: " + ', '.join(
+        f"{k} in [`{s}/skipped.csv`]({s}/skipped.csv)" for s, k in n.items()) + '.', '']
+
+# %% ../nbs/09_pipeline.ipynb #5dc001e2
+def _stage_md(run_dir:Path, s:str, m:dict) -> list:
+    lines = [f'## {s}', '', f'Notebook: [`{s}.ipynb`]({s}.ipynb)', '', '| metric | value |', '|---|---|']
+    lines += [f'| {k} | {_fmt(v)} |' for k, v in list(scalar_metrics(m).items())[:25]]
+    return lines + [''] + [f'![{p.stem}]({s}/{p.name})' for p in sorted((run_dir/s).glob('*.png'))] + ['']
+
+def write_summary(run_dir, # the run folder
+                  stages:list, # the run's chain
+                  results:dict, # stage → metrics, for the stages that finished
+                  failed:str|None=None, # the stage that failed, if one did
+                  error:str|None=None, # the one-line error the run stopped with
+                  not_counted:dict|None=None, # stage → why its earlier outputs do not count
+                 ) -> Path:
     "Write `summary.md` (and `overview.png`) for the stages that finished."
-    run_dir = Path(run_dir); lines = [f'# Run `{run_dir.name}`', '']
+    run_dir = Path(run_dir)
+    lines = [f'# Run `{run_dir.name}`', '']
     if failed: lines += [f'**Stage `{failed}` failed**: see [`{failed}.ipynb`]({failed}.ipynb).', '']
-    if results:
-        fig = overview_figure(results); fig.savefig(run_dir/'overview.png', dpi=110, bbox_inches='tight')
-        lines += ['![overview](overview.png)', '']
-    for s in stages:
-        if s not in results: continue
-        lines += [f'## {s}', '', f'Notebook: [`{s}.ipynb`]({s}.ipynb)', '', '| metric | value |', '|---|---|']
-        for k, v in list(scalar_metrics(results[s]).items())[:25]:
-            lines.append(f'| {k} | {_fmt(v)} |')
-        lines += [''] + [f'![{p.stem}]({s}/{p.name})' for p in sorted((run_dir/s).glob('*.png'))] + ['']
-    p = run_dir/'summary.md'; p.write_text('\n'.join(lines), encoding='utf-8')
+    if error: lines += [f'The run stopped: {error}', '']
+    lines += [f'Not counted: `{s}` ({why}).' for s, why in (not_counted or {}).items()] + ([''] if not_counted else [])
+    lines += _skipped_md(run_dir, stages)
+    done = {s: results[s] for s in stages if s in results}
+    if done:
+        overview_figure(done).savefig(run_dir/'overview.png', dpi=110, bbox_inches='tight')
+        lines += ['![overview](overview.png)', ''] + _lineage_md(done)
+    for s, m in done.items(): lines += _stage_md(run_dir, s, m)
+    p = run_dir/'summary.md'
+    p.write_text('\n'.join(lines), encoding='utf-8')
     return p
 
 # %% ../nbs/09_pipeline.ipynb #26
 def _parser():
-    ap = argparse.ArgumentParser(prog='smallwb', description='smallwb: train production models from a few hundred labels')
+    ap = argparse.ArgumentParser(prog='smallwb', description='train production models from a few hundred labels')
     sub = ap.add_subparsers(dest='cmd', required=True)
     r = sub.add_parser('run', help='run a chain of experiment notebooks into runs/NAME')
     r.add_argument('--name', help='run name (default: a timestamp)')
     r.add_argument('--stages', help='comma-separated stages (default: the whole chain)')
     r.add_argument('--config', help='YAML file of parameters')
-    r.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('KEY', 'VALUE'), help='a parameter (repeatable); stage.key for one stage')
-    r.add_argument('--quick', action='store_true', help='tiny settings (what the tests use)')
+    r.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('KEY', 'VALUE'),
+                   help='a parameter (repeatable); stage.key for one stage')
+    r.add_argument('--quick', action='store_true', help="each parameter you did not set takes its quick value (tests)")
     r.add_argument('--runs-dir', default='runs')
     r.add_argument('--kernel', help='Jupyter kernel (default: smallwb if registered)')
     sub.add_parser('stages', help='list the experiment stages')
     return ap
 
-def read_config(path) -> dict:
+# %% ../nbs/09_pipeline.ipynb #49ee6add
+def read_config(path, # a YAML file of parameters
+               ) -> dict:
     "The parameters in a YAML file (a mapping), with a clear error naming the file otherwise."
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"{p}: no such config file")
     try: cfg = yaml.safe_load(p.read_text(encoding='utf-8'))
-    except yaml.YAMLError as e: raise ValueError(f"{p}: not valid YAML ({e})") from None
+    except yaml.YAMLError as e: raise ValueError(f"{p}: not valid YAML ({_one_line(e)})") from None
     if cfg is None: return {}
-    if not isinstance(cfg, dict): raise ValueError(f"{p}: must be a mapping of parameter: value, got a {type(cfg).__name__}")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{p}: must be a mapping of parameter: value, got a {type(cfg).__name__}")
     return cfg
 
-def main(argv=None):
-    "Entry point of the `smallwb` command."
+# %% ../nbs/09_pipeline.ipynb #7cd744b0
+def _run(a) -> int:
+    "Run what the parsed command line `a` asks for; raises what `run_chain` raises."
+    params = read_config(a.config) if a.config else {}
+    params.update({k: parse_value(v) for k, v in a.param})
+    if a.quick: params['quick'] = True
+    stages = [s.strip() for s in a.stages.split(',') if s.strip()] if a.stages else None
+    run_chain(stages, params, a.name, a.runs_dir, kernel=a.kernel)
+    return 0
+
+def main(argv=None, # command-line arguments; default `sys.argv[1:]`
+        ) -> int:
+    "Entry point of the `smallwb` command: every failure ends in one line on stderr and a non-zero exit status."
     a = _parser().parse_args(argv)
     if a.cmd == 'stages':
         for s, p in find_stages().items(): print(f"{s:10s} {p}{'' if s in default_chain() else '  (optional)'}")
         return 0
-    try:
-        params = read_config(a.config) if a.config else {}
-        params.update({k: parse_value(v) for k, v in a.param})
-        if a.quick: params['quick'] = True
-        run_chain([s.strip() for s in a.stages.split(',') if s.strip()] if a.stages else None, params, a.name, a.runs_dir, kernel=a.kernel)
-    except (StageFailed, ValueError, FileNotFoundError) as e:
-        print(f"smallwb: {e}", file=sys.stderr); return 1
-    return 0
+    try: return _run(a)
+    except RunInterrupted as e: err, code = str(e), 130
+    except KeyboardInterrupt: err, code = 'interrupted before any stage ran; no run folder was written', 130
+    except (RunFailed, ValueError, OSError) as e: err, code = str(e), 1
+    except Exception as e:
+        traceback.print_exc()
+        err, code = f"internal error before any stage ran: {type(e).__name__}: {_one_line(e)}", 1
+    print(f"smallwb: {err}", file=sys.stderr)
+    return code

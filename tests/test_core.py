@@ -17,17 +17,66 @@ def test_cache_is_the_session_temp_dir():
 def test_config_json_has_params_versions_and_manifest_hash(tmp):
     params = {'data': 'digits', 'labels_per_class': 10, 'seed': 3, 'out_dir': str(tmp), 'quick': True}
     st = Stage('transfer', params, tmp)
-    cfg = read_json(tmp/'transfer'/'config.json')
+    cfg = read_json(st.path('config.json'))
     assert cfg['stage'] == 'transfer' and cfg['params'] == params and 'manifest' not in cfg
     v = cfg['versions']
-    assert v['torch'] == torch.__version__.split('+')[0] and v['numpy'] == np.__version__ and v['python'] and v['device'] in ('cpu', 'cuda')
-    assert set(core.VERSIONED) <= set(v)
-    m = tmp/'manifest.csv'; m.write_text('item,hash,label,role\na,1,cat,labeled\n')
+    assert v['torch'] == torch.__version__.split('+')[0] and v['numpy'] == np.__version__ and v['python']
+    assert v['device'] in ('cpu', 'cuda') and set(core.VERSIONED) <= set(v)
+    m = tmp/'manifest.csv'
+    m.write_text('item,hash,label,role\na,1,cat,labeled\n')
     st.set_manifest(m)
-    cfg = read_json(tmp/'transfer'/'config.json')
+    cfg = read_json(st.path('config.json'))
     assert cfg['manifest'] == {'path': str(m), 'sha1': file_hash(m)}
-    m.write_text('item,hash,label,role\na,1,cat,test\n'); st.set_manifest(m)
-    assert read_json(tmp/'transfer'/'config.json')['manifest']['sha1'] != cfg['manifest']['sha1']
+    m.write_text('item,hash,label,role\na,1,cat,test\n')
+    st.set_manifest(m)
+    assert read_json(st.path('config.json'))['manifest']['sha1'] != cfg['manifest']['sha1']
+
+
+def test_stage_writes_a_partial_folder_and_renames_it_into_place(tmp):
+    "Issue 13 kind 5: until finish() nothing is in place; a rerun replaces the folder whole at finish()."
+    st = Stage('transfer', {'seed': 0}, tmp)
+    assert st.dir.parent == tmp and st.dir.name.startswith('.transfer.partial-') and not (tmp/'transfer').exists()
+    assert core.partial_dirs(tmp, 'transfer') == [st.dir]
+    st.path('manifest.csv').write_text('item\na\n')
+    st.set_manifest(st.path('manifest.csv'))
+    st.path('old.png').write_bytes(b'old')
+    st.finish({'accuracy': 0.5, 'model': 'model.pth'}, show=False)
+    assert sorted(p.name for p in tmp.iterdir()) == ['transfer'] and st.dir == tmp/'transfer'
+    assert read_json(tmp/'transfer'/'config.json')['manifest']['path'] == str(tmp/'transfer'/'manifest.csv')
+    assert oct((tmp/'transfer').stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # a normal folder, not mkdtemp's 0700
+    again = Stage('transfer', {'seed': 1}, tmp)
+    again.path('teacher.pth').write_bytes(b'new')
+    assert read_json(tmp/'transfer'/'config.json')['params'] == {'seed': 0}  # the earlier run, whole, until finish()
+    m = again.finish({'teacher': again.path('teacher.pth'), 'nested': [str(again.dir)]}, show=False)
+    assert sorted(p.name for p in (tmp/'transfer').iterdir()) == ['config.json', 'metrics.json', 'teacher.pth']
+    assert m['teacher'] == str(tmp/'transfer'/'teacher.pth') and m['nested'] == [str(tmp/'transfer')]
+    assert read_json(tmp/'transfer'/'metrics.json')['teacher'] == str(tmp/'transfer'/'teacher.pth')
+    assert core.partial_dirs(tmp, 'transfer') == []
+
+
+def test_an_abandoned_rerun_leaves_the_earlier_outputs_alone(tmp):
+    "A stage killed before finish() (here: never finished) leaves the earlier folder exactly as it was."
+    Stage('s', {'seed': 0}, tmp).finish({'accuracy': 0.5}, show=False)
+    before = {p.name: p.read_bytes() for p in (tmp/'s').iterdir()}
+    killed = Stage('s', {'seed': 1}, tmp)
+    killed.path('new.png').write_bytes(b'new')
+    assert {p.name: p.read_bytes() for p in (tmp/'s').iterdir()} == before
+    assert core.stage_metrics(tmp, 's') == {'stage': 's', 'accuracy': 0.5}
+    assert core._chain(tmp) == ['s']  # the partial folder is no stage
+
+
+def _umask():
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def test_importing_core_does_not_import_torch():
+    "`smallwb run` checks parameters and data before anything loads torch (seconds on a busy machine)."
+    import subprocess, sys
+    code = 'import sys, smallwb.core, smallwb.data, smallwb.pipeline; print("torch" in sys.modules)'
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == 'False', r.stdout + r.stderr
 
 
 def test_metrics_json_plain_values(tmp):
@@ -66,6 +115,15 @@ def test_read_json_names_the_file(tmp):
     with pytest.raises(FileNotFoundError, match='nope.json: no such file'): read_json(tmp/'nope.json')
     (tmp/'bad.json').write_text('{"a": ')
     with pytest.raises(ValueError, match='bad.json: not valid JSON'): read_json(tmp/'bad.json')
+
+
+def test_stage_model_resolves_models_handed_on_from_another_stage(tmp):
+    "Issue 16: augment hands on the transfer model it took (`../transfer/model.pth`); later stages find it, normalised."
+    write_metrics(tmp/'transfer', {'model': 'model.pth'})
+    write_metrics(tmp/'augment', {'model': '../transfer/model.pth', 'took': 'transfer/model.pth'})
+    write_json(tmp/'run.json', {'stages': ['transfer', 'augment', 'edge']})
+    assert stage_model(tmp, before='edge') == tmp/'transfer'/'model.pth'
+    assert stage_model(tmp, 'augment') == tmp/'transfer'/'model.pth'
 
 
 def test_stage_model_follows_the_chain(tmp):
