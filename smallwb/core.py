@@ -13,7 +13,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['TIMING_SUFFIXES', 'VERSIONED', 'PARTIAL', 'LINEAGE', 'default_device', 'set_seed', 'torch_threads', 'bytes_hash',
            'file_hash', 'array_hash', 'write_json', 'read_json', 'is_timing', 'deterministic_metrics', 'write_metrics',
-           'versions', 'partial_dirs', 'replace_dir', 'Stage', 'scalar_metrics', 'show_metrics', 'stage_metrics',
+           'versions', 'partial_dirs', 'replace_dir', 'scalar_metrics', 'show_metrics', 'Stage', 'stage_metrics',
            'stage_model', 'cache_dir', 'FeatureCache']
 
 # %% ../nbs/00_core.ipynb #5
@@ -169,6 +169,29 @@ def _relocate(o, src:str, dst:str):
     if isinstance(s, str) and (s == src or s.startswith(src + os.sep)): return dst + s[len(src):]
     return o
 
+# %% ../nbs/00_core.ipynb #94500e36
+def scalar_metrics(m:dict, # metrics, possibly nested
+                   prefix:str='', # put before every key
+                  ) -> dict:
+    "The scalar entries of a (nested) metrics dict, flattened with dotted keys."
+    out = {}
+    for k, v in m.items():
+        if isinstance(v, dict): out.update(scalar_metrics(v, f'{prefix}{k}.'))
+        elif isinstance(v, (int, float, str, bool)) or v is None: out[f'{prefix}{k}'] = v
+    return out
+
+# %% ../nbs/00_core.ipynb #d69f38c0
+def show_metrics(m:dict, # metrics, possibly nested
+                ):
+    "Display the scalar metrics as a two-column table (HTML in Jupyter, text elsewhere); returns the DataFrame."
+    import pandas as pd
+    df = pd.DataFrame(list(scalar_metrics(m).items()), columns=['metric', 'value']).set_index('metric')
+    try:
+        from IPython.display import display
+        display(df)
+    except ImportError: print(df.to_string())
+    return df
+
 # %% ../nbs/00_core.ipynb #9db590e5
 class Stage:
     "One experiment stage: config, log, figures, artifacts, metrics; in a partial folder until `finish()`."
@@ -229,29 +252,6 @@ def finish(self:Stage, metrics:dict, # the stage's results; `model`: the checkpo
     if self.dir != self.final: self.dir = replace_dir(self.dir, self.final)
     if show: show_metrics(m)
     return m
-
-# %% ../nbs/00_core.ipynb #94500e36
-def scalar_metrics(m:dict, # metrics, possibly nested
-                   prefix:str='', # put before every key
-                  ) -> dict:
-    "The scalar entries of a (nested) metrics dict, flattened with dotted keys."
-    out = {}
-    for k, v in m.items():
-        if isinstance(v, dict): out.update(scalar_metrics(v, f'{prefix}{k}.'))
-        elif isinstance(v, (int, float, str, bool)) or v is None: out[f'{prefix}{k}'] = v
-    return out
-
-# %% ../nbs/00_core.ipynb #d69f38c0
-def show_metrics(m:dict, # metrics, possibly nested
-                ):
-    "Display the scalar metrics as a two-column table (HTML in Jupyter, text elsewhere); returns the DataFrame."
-    import pandas as pd
-    df = pd.DataFrame(list(scalar_metrics(m).items()), columns=['metric', 'value']).set_index('metric')
-    try:
-        from IPython.display import display
-        display(df)
-    except ImportError: print(df.to_string())
-    return df
 
 # %% ../nbs/00_core.ipynb #26
 def stage_metrics(out_dir, # run folder

@@ -60,7 +60,9 @@ class Range:
     "An inclusive numeric range `[lo..hi]`; an end that is None is open."
     lo: float|None = None
     hi: float|None = None
-    def ok(self, v) -> bool:
+    def ok(self, v, # a value, coerced to the parameter's type
+          ) -> bool:
+        "Whether `v` is a number in the range."
         num = isinstance(v, (int, float)) and not isinstance(v, bool)
         return num and (self.lo is None or v >= self.lo) and (self.hi is None or v <= self.hi)
     def __str__(self):
@@ -72,7 +74,10 @@ class Range:
 class Choices:
     "One of a fixed set of values `[a|b|c]`."
     values: tuple
-    def ok(self, v) -> bool: return any(v == c and type(v) == type(c) for c in self.values)
+    def ok(self, v, # a value, coerced to the parameter's type
+          ) -> bool:
+        "Whether `v` is one of the choices (of the same type)."
+        return any(v == c and type(v) == type(c) for c in self.values)
     def __str__(self): return 'one of ' + ', '.join(map(str, self.values))
 
 # %% ../nbs/09_pipeline.ipynb #7b5fcd84
@@ -84,10 +89,13 @@ def _items(v) -> list:
 class ListOf:
     "A non-empty list, or comma-separated string, whose every item fits `inner` (`[list of ...]`)."
     inner: Range|Choices
-    def ok(self, v) -> bool: return bool(_items(v)) and all(self.inner.ok(x) for x in _items(v))
+    def ok(self, v, # a list, or a comma-separated string
+          ) -> bool:
+        "Whether `v` has items and every one fits `inner`."
+        return bool(_items(v)) and all(self.inner.ok(x) for x in _items(v))
     def __str__(self):
-        if isinstance(self.inner, Choices): return 'non-empty list of items from ' + ', '.join(map(str, self.inner.values))
-        return f'non-empty list of numbers {self.inner}'
+        items = ', '.join(map(str, self.inner.values)) if isinstance(self.inner, Choices) else None
+        return f'non-empty list of items from {items}' if items else f'non-empty list of numbers {self.inner}'
 
 # %% ../nbs/09_pipeline.ipynb #13
 def _int(v, elem=None):
@@ -453,6 +461,8 @@ def earlier_stages(run_dir, # the run folder
     for s in order:
         if s in stages or not (Path(run_dir)/s/'metrics.json').exists(): continue
         if order.index(s) > first: why[s] = f"it was built on {order[first]!r}, which this run runs again"
+        elif (bad := stage_values(s, params, declared)[1]):
+            why[s] = "this run's " + ', '.join(f'{k}={v!r}' for k, v, _ in bad) + ' does not fit it'
         else:
             expected = {**defaults(declared[s]), **stage_values(s, params, declared)[0]}
             why[s] = stage_mismatch(run_dir, s, expected, cache)
@@ -539,7 +549,7 @@ def run_stage(stage:str, # the stage
     try:
         pm.execute_notebook(str(nb), str(tmp), parameters={**values, 'out_dir': str(run_dir)}, cwd=str(nb.parent),
                             kernel_name=kernel or kernel_name(), progress_bar=False, log_output=False,
-                            extra_arguments=KERNEL_ARGS)
+                            extra_arguments=list(KERNEL_ARGS))
     except BaseException as e:
         settle_attempt(run_dir, stage)
         if isinstance(e, KeyboardInterrupt) or getattr(e, 'ename', None) == 'KeyboardInterrupt': raise KeyboardInterrupt
@@ -576,7 +586,9 @@ def _record(run_dir:Path, info:dict, results:dict, stage:str|None, e:BaseExcepti
     "Record a stopped run in run.json and summary.md (as far as they can be written); the one-line error to raise."
     interrupted = isinstance(e, KeyboardInterrupt)
     where = f' in stage {stage!r}' if stage else ''
-    if interrupted: line = f"interrupted during stage {stage!r}; {run_dir/(str(stage) + '.ipynb')} shows how far it got"
+    nb = run_dir/f'{stage}.ipynb'
+    if interrupted and stage: line = f"interrupted during stage {stage!r}; {nb} shows how far it got"
+    elif interrupted: line = f"interrupted while writing the summary of {run_dir}"
     elif isinstance(e, RunFailed): line = str(e)
     else: line = f"run {run_dir.name} stopped{where}: {type(e).__name__}: {_one_line(e)}"
     if not isinstance(e, (RunFailed, KeyboardInterrupt)):
@@ -618,7 +630,7 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
     cache = check_data(plan, declared, log)
     run_dir = open_run_dir(runs_dir, name)
     if (run_dir/'run.json').exists() and _status(run_dir) == 'running':
-        log(f"{run_dir.name}: the previous run into this folder never finished (killed?); run.json still said 'running'")
+        log(f"{run_dir.name}: the previous run into this folder never finished (killed?): run.json said 'running'")
     earlier, not_counted = earlier_stages(run_dir, stages, params, declared, cache)
     for s, why in not_counted.items(): log(f"{s}: the earlier outputs in {run_dir/s} do not count for this run: {why}")
     info = {'stages': sorted(set(stages) | set(earlier), key=list(found).index), 'ran': stages, 'params': params,
