@@ -1,16 +1,18 @@
-"Active learning: the loop with injected fakes, bad input, the crash-safe label store, and the labelling widget's API."
-import os, random, sqlite3, subprocess, sys
+"""Active learning: the loop with injected fakes, distinct queries from every strategy on degenerate inputs, budgets
+relative to the pool, a headless import, and the active stage on a folder with an unlabeled pool/ (the real loop)."""
+import json, subprocess, sys
 from pathlib import Path
-import numpy as np, pytest
-from smallwb.active import (ActiveLoop, HeadScorer, SimulatedOracle, LabelStore, LabelingWidget, StoreOracle, crash_test,
-                            dataset_id, resume_loop, pixel_features, STRATEGIES, get_strategy)
-from smallwb.core import file_hash
+import nbformat, numpy as np, pandas as pd, pytest
+from smallwb.active import (ActiveLoop, HeadScorer, SimulatedOracle, STRATEGIES, get_strategy, pixel_features,
+                            relative_budget, run_backbone)
+from smallwb.core import read_json
 from smallwb.data import digits, from_arrays, budget_split
+from conftest import class_folder, noise
 
 
 @pytest.fixture(scope='module')
 def small():
-    "40 digits (4 per class), their pixels and a store-friendly dataset."
+    "40 digits (4 per class) and their pixels."
     ds = digits()
     idx = np.concatenate([np.flatnonzero(ds.labels == c)[:4] for c in range(10)])
     sub = from_arrays(ds.arrays[idx], ds.labels[idx], classes=ds.classes, name='digits40')
@@ -21,7 +23,9 @@ class FakeScorer:
     "Counts fits; predicts uniform probabilities."
     n_classes = 3
     def __init__(self): self.fits = []
-    def fit(self, X, y): self.fits.append(len(y)); return self
+    def fit(self, X, y):
+        self.fits.append(len(y))
+        return self
     def predict_proba(self, X): return np.full((len(X), 3), 1/3)
     def clone(self, seed=None): return FakeScorer()
 
@@ -33,7 +37,9 @@ def test_step_queries_asks_adds_retrains():
     X = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
     y = np.arange(20) % 3
     asked = []
-    oracle = lambda rows: (asked.append(list(rows)), [int(y[r]) for r in rows])[1]
+    def oracle(rows):
+        asked.append(list(rows))
+        return [int(y[r]) for r in rows]
     sc = FakeScorer()
     loop = ActiveLoop(X, sc, first_n, oracle, labeled={0: 0, 1: 1}, batch_size=3, budget=9)
     assert sc.fits == [2]
@@ -63,6 +69,89 @@ def test_bad_input():
         SimulatedOracle(np.array([0, -1]))([1])
 
 
+# ---- distinct queries (issue 13, kind 7) ----
+
+def _degenerate(case):
+    "(X, labeled, batch_size, budget): 12 items in 3 classes, 3 labeled, with the given pathology."
+    rng = np.random.default_rng(0)
+    X = {'identical items': np.tile(rng.normal(size=(1, 6)), (12, 1)), 'all-zero features': np.zeros((12, 6)),
+         'near-zero features': rng.normal(size=(12, 6)) * 1e-20, 'n > pool': rng.normal(size=(5, 6)),
+         'a pool of one': rng.normal(size=(4, 6))}[case].astype(np.float32)
+    labeled = {0: 0, 1: 1, 2: 2}
+    return X, labeled, 6, len(X)
+
+CASES = ['identical items', 'all-zero features', 'near-zero features', 'n > pool', 'a pool of one']
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('name', list(STRATEGIES))
+def test_every_strategy_asks_for_distinct_items_on_degenerate_input(name, case):
+    "Every strategy gives the loop n_next distinct unlabeled items, however degenerate the features."
+    X, labeled, bs, budget = _degenerate(case)
+    y = np.arange(len(X)) % 3
+    loop = ActiveLoop(X, HeadScorer(3, steps=10), name, SimulatedOracle(y), labeled=labeled, batch_size=bs,
+                      budget=budget)
+    want = min(bs, len(X) - 3)
+    while loop.n_next:
+        q = loop.query().tolist()
+        assert len(q) == min(want, len(loop.candidates)) and len(set(q)) == len(q), (name, case, q)
+        assert not set(q) & set(loop.labeled) and set(q) <= set(loop.pool.tolist())
+        before = len(loop.labeled)
+        assert loop.step() and len(loop.labeled) == before + len(q)
+    assert len(loop.labeled) == len(X)                                  # the whole pool, every item once
+
+
+class Confident:
+    "Sure of every prediction, the same last-layer input for every item: BADGE's gradient embeddings are near zero."
+    n_classes = 3
+    def fit(self, X, y): return self
+    def predict_proba(self, X):
+        p = 1e-9 * (1 + 1e-7 * np.asarray(X, np.float64)[:, :3])
+        return np.concatenate([1 - p.sum(1, keepdims=True), p[:, :2]], 1)
+    def embed(self, X): return np.ones((len(X), 6))
+    def clone(self, seed=None): return Confident()
+
+
+def test_badge_on_near_zero_gradient_embeddings_asks_for_distinct_items():
+    "The issue's case: k-means++ on embeddings whose distances are all rounding noise (a952c40: 2 of these 50 repeat)."
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    for seed in range(50):
+        loop = ActiveLoop(X, Confident(), 'badge', SimulatedOracle(np.arange(40) % 3), labeled={0: 0, 1: 1, 2: 2},
+                          batch_size=14, budget=40, seed=seed)
+        q = loop.query().tolist()
+        assert len(q) == 14 and len(set(q)) == 14, (seed, sorted(q))
+
+
+def test_cold_start_on_identical_items_is_distinct():
+    loop = ActiveLoop(np.ones((6, 3), np.float32), HeadScorer(2, steps=5), 'margin', SimulatedOracle(np.arange(6) % 2),
+                      batch_size=4, budget=6)
+    q = loop.query().tolist()
+    assert len(q) == 4 and len(set(q)) == 4
+
+
+def test_a_strategy_that_repeats_itself_is_topped_up_from_its_next_best():
+    "Duplicates and rows outside the candidates are dropped; what is missing comes from asking the strategy again."
+    X = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+    calls = []
+    def stubborn(loop, n):
+        calls.append(n)
+        c = loop.candidates
+        return np.array([c[0], c[0], c[0], 0, 999])                    # its best, three times, a labeled row, junk
+    loop = ActiveLoop(X, FakeScorer(), stubborn, SimulatedOracle(np.arange(30) % 3), labeled={0: 0}, batch_size=5,
+                      budget=30)
+    q = loop.query().tolist()
+    assert len(q) == 5 and len(set(q)) == 5 and 0 not in q and 999 not in q
+    assert q[:4] == [1, 2, 3, 4] and calls == [5, 4, 3, 2]           # each retry holds the earlier picks back
+    assert loop.step() and len(loop.labeled) == 6
+    assert loop.history[-1]['topped_up'] == 4
+
+
+def test_a_strategy_with_nothing_new_is_filled_at_random():
+    X = np.zeros((10, 2), np.float32)
+    loop = ActiveLoop(X, FakeScorer(), lambda loop, n: np.array([0, 0]), None, labeled={0: 0}, batch_size=4, budget=10)
+    q = loop.query().tolist()
+    assert len(q) == 4 and len(set(q)) == 4 and 0 not in q and loop.topped_up == 4
+
+
 @pytest.mark.parametrize('name', list(STRATEGIES))
 def test_every_strategy_queries_distinct_pool_items(name, small):
     ds, X = small
@@ -82,100 +171,93 @@ def test_cold_start_without_labels(small):
     assert loop.step() and not loop.step()
 
 
-# ---- the label store ----
+# ---- budgets relative to the pool (issue 16, item 4) ----
 
-def test_store_roundtrip_undo_csv(tmp_path):
-    s = LabelStore(tmp_path/'l.db', classes=['cat', 'dog'], dataset='pets:1')
-    s.add('a.jpg', 'cat', 'ana'); s.add('b.jpg', 1, 'ana'); s.skip('c.jpg', 'ben')
-    assert s.labels() == {'a.jpg': 'cat', 'b.jpg': 'dog'} and s.skipped() == {'c.jpg'}
-    assert s.undo('ana')['item'] == 'b.jpg' and s.labels() == {'a.jpg': 'cat'}
-    assert len(s.history()) == 3                                    # undo keeps the record
-    h = s.history().iloc[0]
-    assert (h['item'], h['label'], h['user'], h['kind']) == ('a.jpg', 'cat', 'ana', 'label') and h['at'].endswith('+00:00')
-    s.to_csv(tmp_path/'l.csv')
-    assert (tmp_path/'l.csv').read_text().splitlines()[0] == 'item,label,user,at'
-    assert len((tmp_path/'l.csv').read_text().splitlines()) == 2
+@pytest.mark.parametrize('args, want', [((20, 881), (200, 10)), ((30, 36), (37, 1)), ((4, 241), (54, 5)),
+                                        ((30, 36, 200, 10), (66, 10)), ((30, 36, 0, 50), (66, 36)),
+                                        ((10, 0), (10, 1)), ((12, 5, 8), (12, 1))])
+def test_relative_budget_never_more_than_there_is(args, want):
+    budget, batch, note = relative_budget(*args)
+    assert (budget, batch) == want, note
+    n_labeled, n_pool = args[:2]
+    assert n_labeled <= budget <= n_labeled + n_pool and 1 <= batch and (batch <= n_pool or n_pool == 0)
+    assert f'budget {budget}' in note or f'using {budget}' in note or 'no queries' in note
 
 
-def test_store_bad_input_loses_nothing(tmp_path):
-    p = tmp_path/'l.db'
-    s = LabelStore(p, classes=['cat', 'dog'], dataset='pets:1'); s.add('a.jpg', 'cat', 'me')
-    with pytest.raises(ValueError, match="label 'bird' for b.jpg is not one of the classes"):
-        s.add('b.jpg', 'bird', 'me')
-    s.close()
-    before = file_hash(p)
-    with pytest.raises(ValueError, match=f"{p}: this label store belongs to dataset 'pets:1', not 'cars:2'"):
-        LabelStore(p, classes=['cat', 'dog'], dataset='cars:2')
-    with pytest.raises(ValueError, match='was made for classes'):
-        LabelStore(p, classes=['cat', 'dog', 'bird'], dataset='pets:1')
-    assert file_hash(p) == before
-    assert LabelStore(p, classes=['cat', 'dog'], dataset='pets:1').labels() == {'a.jpg': 'cat'}
-
-
-def test_store_read_only_location():
-    with pytest.raises(PermissionError, match='read-only'):
-        LabelStore('/proc/smallwb/labels.db', classes=['a', 'b'], dataset='x')
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason='root ignores permission bits')
-def test_store_read_only_folder(tmp_path):
-    p = tmp_path/'l.db'; LabelStore(p, ['a', 'b'], 'x').add('i', 'a'); os.chmod(tmp_path, 0o555); os.chmod(p, 0o444)
-    try:
-        with pytest.raises(PermissionError, match='read-only'): LabelStore(p, ['a', 'b'], 'x').add('j', 'b')
-    finally: os.chmod(tmp_path, 0o755); os.chmod(p, 0o644)
-
-
-def test_store_readable_by_another_process_while_open(tmp_path):
-    p = tmp_path/'l.db'
-    s = LabelStore(p, classes=['a', 'b'], dataset='x'); s.add('i1', 'a'); s.add('i2', 'b')
-    code = f"import sqlite3; c = sqlite3.connect({str(p)!r}); print(c.execute('select item, label from events order by id').fetchall())"
+def test_headless_import_does_not_load_widgets():
+    "smallwb.active is the algorithms only: importing it must not pull in ipywidgets (the widget is in smallwb.labels)."
+    code = "import sys, smallwb.active; print('ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[('i1', 'a'), ('i2', 'b')]"
+    assert out.strip() == 'False'
 
 
-@pytest.mark.parametrize('n_acks', [1, 7, 25, 60])
-def test_sigkill_loses_no_acknowledged_label(tmp_path, n_acks):
-    p = tmp_path/'crash.db'
-    r = crash_test(p, n_acks=n_acks)
-    assert r['lost'] == [] and r['integrity'] == 'ok' and r['stored'] >= n_acks
-    r2 = crash_test(p, n_acks=5)                                    # restart on the same file: resumes, keeps all
-    assert r2['lost'] == [] and r2['integrity'] == 'ok' and r2['stored'] >= r['stored'] + 5
+def test_run_backbone_reads_the_model_the_run_hands_on(tmp_path, small):
+    "The features' backbone and size come from the run's latest model; without one, lite0 at choose_size."
+    import torch.nn as nn
+    from smallwb.transfer import save_model
+    from smallwb.core import write_metrics
+    ds, _ = small
+    assert run_backbone(tmp_path, ds)[:2] == ('lite0', 32)
+    save_model(tmp_path/'transfer'/'model.pth', nn.Linear(2, 2), dict(name='classifier', backbone='lite2', n_classes=2),
+               ['a', 'b'], 96)
+    write_metrics(tmp_path/'transfer', {'model': 'model.pth'})
+    bb, size, why = run_backbone(tmp_path, ds)
+    assert (bb, size) == ('lite2', 96) and 'model.pth' in why
+    save_model(tmp_path/'distill'/'s.pth', nn.Linear(2, 2), dict(name='cnn', n_classes=2), ['a', 'b'], 32)
+    write_metrics(tmp_path/'distill', {'model': 's.pth'})
+    bb, size, why = run_backbone(tmp_path, ds)                      # a CNN student has no backbone to embed with
+    assert (bb, size) == ('lite0', 32) and 'no backbone' in why and 's.pth' in why
 
 
-# ---- the widget: the API another helper drives from Selenium ----
+# ---- the active stage on folders (issue 16, items 4 and 7) ----
 
-def test_widget_api(small, tmp_path):
-    ds, X = small
-    store = LabelStore(tmp_path/'w.db', classes=ds.classes, dataset=dataset_id(ds))
-    w = LabelingWidget(ds, list(range(20)), store, user='me', predict=None)
-    import ipywidgets as widgets
-    assert isinstance(w, widgets.VBox) and 'smallwb-labeler' in w._dom_classes
-    assert isinstance(w.image, widgets.Image) and w.image.format == 'png' and w.image.value[:4] == b'\x89PNG'
-    buttons = {b.description: b for b in _all(w) if isinstance(b, widgets.Button)}
-    assert set(ds.classes) | {'skip', 'undo'} == set(buttons)          # no retrain button without a loop
-    assert w.progress.value == '0 / 20 labeled' and w.guess.value == ''
-    buttons['3'].click(); buttons['7'].click()
-    assert store.labels() == {str(ds.items[0]): '3', str(ds.items[1]): '7'} and w.progress.value == '2 / 20 labeled'
-    buttons['undo'].click()
-    assert store.labels() == {str(ds.items[0]): '3'} and w.pos == 1
-    buttons['skip'].click(); assert w.pos == 2 and w.progress.value == '1 / 20 labeled'
+def run_active(tmp_path, name, data, **params):
+    "Run the active experiment alone into a run folder; return it."
+    from smallwb.pipeline import run_chain
+    ps = {'data': str(data), 'labels_per_class': 2, 'quick': True, 'n_seeds': 1, 'feature_spaces': 'pixels',
+          'strategies': 'random,weighted_kmeans', **params}
+    return run_chain(['active'], ps, name, tmp_path/'runs', log=lambda s: None)
 
 
-def test_widget_with_predict_and_loop(small, tmp_path):
-    ds, X = small
-    store = LabelStore(tmp_path/'w.db', classes=ds.classes, dataset=dataset_id(ds))
-    for i in range(0, 40, 4): store.add(ds.items[i], ds.classes[ds.labels[i]], 'seed')
-    loop = resume_loop(ds, X, store, HeadScorer(10, steps=20), 'margin', batch_size=5, budget=20)
-    w = LabelingWidget(ds, None, store, user='me', loop=loop)
-    import ipywidgets as widgets
-    names = [b.description for b in _all(w) if isinstance(b, widgets.Button)]
-    assert 'retrain & query next' in names and 'model guesses' in w.guess.value
-    batch = list(w.idxs)
-    for i in batch: w.label(ds.classes[ds.labels[i]])
-    w.next_button.click()
-    assert len(loop.labeled) == 15 and not set(w.idxs) & set(batch) and len(w.idxs) == 5
+def pool_folder(root, n_pool=14):
+    "cat/ and dog/ with 6 images each, and an unlabeled pool/ of `n_pool` images."
+    class_folder(root, n=6)
+    for i in range(n_pool): noise(Path(root)/'pool'/f'u{i:02d}.png', seed=5000 + i)
+    return Path(root)
 
 
-def _all(w):
-    yield w
-    for c in getattr(w, 'children', ()): yield from _all(c)
+def test_active_stage_with_an_unlabeled_pool_runs_the_real_loop(tmp_path):
+    "The README's layout: queries (CSV + grid), the widget in the notebook, labels in the run's store; a rerun resumes."
+    from smallwb.labels import LabelStore, dataset_id
+    from smallwb.data import from_folder
+    data = pool_folder(tmp_path/'pets')
+    run = run_active(tmp_path, 'pets', data, batch_size=4, budget=0)
+    m = read_json(run/'active'/'metrics.json')
+    assert m['mode'] == 'label' and m['budget'] == 8 and m['batch_size'] == 4, m   # 4 start + a fifth of 14, in 4s
+    q = pd.read_csv(run/'active'/'queries.csv')
+    assert len(q) == 4 and q['item'].is_unique and all(i.startswith('pool/') for i in q['item']), q
+    assert (run/'active'/'queries.png').stat().st_size > 1000 and (run/'labels.sqlite').exists()
+    nb = nbformat.read(run/'active.ipynb', as_version=4)
+    outs = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
+    assert any('application/vnd.jupyter.widget-view+json' in o.get('data', {}) for o in outs), 'no widget shown'
+    # a person labels two of the queries (what the widget does), then the stage runs again
+    ds = from_folder(data, verbose=False)
+    store = LabelStore(run/'labels.sqlite', ds.classes, dataset_id(ds))
+    for item in q['path'][:2]: store.add(item, 'cat', 'me')
+    store.close()
+    run_active(tmp_path, 'pets', data, batch_size=4, budget=0)
+    m2 = read_json(run/'active'/'metrics.json')
+    assert m2['stored_labels'] == 2 and m2['n_labels'] == 6 and m2['unlabeled_left'] == 12, m2
+    q2 = pd.read_csv(run/'active'/'queries.csv')
+    assert len(q2) == 2 and not set(q2['path']) & set(q['path'][:2])     # the budget of 8 leaves two to ask
+    assert LabelStore(run/'labels.sqlite', ds.classes, dataset_id(ds)).labels() == {p: 'cat' for p in q['path'][:2]}
+
+
+def test_active_stage_on_a_small_labeled_folder_simulates_within_what_there_is(tmp_path):
+    "No pool/: the simulation, with budget and batch relative to the pool, never more than there is (said so)."
+    data = class_folder(tmp_path/'pets', n=8)          # 16 images: 8 test, 4 start labels, a pool of 4
+    run = run_active(tmp_path, 'small', data, budget=200)
+    m = read_json(run/'active'/'metrics.json')
+    assert m['mode'] == 'simulate' and m['budget'] == 8 and 'using 8' in m['budget_note'], m
+    c = pd.read_csv(run/'active'/'curves.csv')
+    assert c.n_labels.max() == 8 and set(c.strategy) == {'random', 'weighted_kmeans'}

@@ -178,7 +178,9 @@ def check_page(driver):
 def open_and_run(driver, lab, name, timeout=120):
     "Open `name` in JupyterLab (a fresh workspace) and run all cells from the Run menu; return when done or on an error."
     driver.get(f'{lab.url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={lab.token}')
-    wait_for(lambda: driver.execute_script(NB_STATE), 60, f'{name} to open')
+    panel = wait_for(lambda: driver.find_element('css selector', '.jp-NotebookPanel'), 60, f'{name} to open')
+    panel.click()  # a headless window has no focus: JupyterLab's current widget is the one a person clicks into
+    wait_for(lambda: driver.execute_script(NB_STATE), 30, f'{name} to become the current notebook')
     console_errors(driver); driver.widget_console_errors = []  # this page's errors only
     wait_for(lambda: driver.execute_script(NB_STATE)['status'] == 'idle', timeout, f'the smallwb kernel of {name} to start')
     lab.track()  # remember the kernel, should the server die before it
@@ -253,7 +255,7 @@ CLASSES = [str(i) for i in range(10)]  # digits
 
 def stored_labels(db) -> dict:
     "The labels in the store on disk, read by this process (not the kernel, not the browser)."
-    from smallwb.active import LabelStore
+    from smallwb.labels import LabelStore
     return LabelStore(db, classes=CLASSES, dataset='digits').labels()
 
 def label_rows(db) -> list:
