@@ -249,6 +249,7 @@ def finish(self:Stage, metrics:dict, # the stage's results; `model`: the checkpo
     "Write `metrics.json`, rename the stage's folder into place (replacing an earlier run's) and show the metrics."
     m = _relocate({'stage': self.name, **metrics}, str(self.dir), str(self.final))
     write_metrics(self.dir, m)
+    if self.manifest is not None: self.manifest = Path(_relocate(str(self.manifest), str(self.dir), str(self.final)))
     if self.dir != self.final: self.dir = replace_dir(self.dir, self.final)
     if show: show_metrics(m)
     return m

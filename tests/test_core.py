@@ -43,6 +43,8 @@ def test_stage_writes_a_partial_folder_and_renames_it_into_place(tmp):
     st.finish({'accuracy': 0.5, 'model': 'model.pth'}, show=False)
     assert sorted(p.name for p in tmp.iterdir()) == ['transfer'] and st.dir == tmp/'transfer'
     assert read_json(tmp/'transfer'/'config.json')['manifest']['path'] == str(tmp/'transfer'/'manifest.csv')
+    st.set_manifest(None)  # after finish() the stage still knows where its manifest is
+    assert read_json(tmp/'transfer'/'config.json')['manifest']['path'] == str(tmp/'transfer'/'manifest.csv')
     assert oct((tmp/'transfer').stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # a normal folder, not mkdtemp's 0700
     again = Stage('transfer', {'seed': 1}, tmp)
     again.path('teacher.pth').write_bytes(b'new')
