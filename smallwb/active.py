@@ -53,34 +53,39 @@ def run_backbone(out_dir, # run folder; its latest model before `before` names t
                  ds:Dataset, # the data (its image size decides the fallback's input size)
                  before:str='active', # look only at the stages before this one
                 ) -> tuple:
-    "(backbone, size, why): the frozen backbone of the model the run hands on, else lite0 at `transfer.choose_size`."
+    "(`transfer.features` keywords, why): the backbone the run hands on and its input, else lite0 at `choose_size`."
     from smallwb.transfer import BACKBONES, read_checkpoint, choose_size
     p = stage_model(out_dir, before=before) if Path(out_dir).is_dir() else None
-    meta = read_checkpoint(p)['meta'] if p is not None else None
-    bb = (meta or {}).get('arch', {}).get('backbone')
-    if bb in BACKBONES and BACKBONES[bb].weights == 'package': return bb, int(meta['size']), f"the backbone of {p}"
-    size, why = choose_size(ds, 'lite0')
-    what = bb or meta['arch']['name'] if meta else None
+    meta = read_checkpoint(p)['meta'] if p is not None else {}
+    bb = meta.get('arch', {}).get('backbone')
+    if bb in BACKBONES and BACKBONES[bb].weights == 'package':
+        return _input(bb, meta['size'], meta.get('crop_pct')), f"the backbone of {p}"
+    size, *crop, why = choose_size(ds, 'lite0')
+    what = bb or meta.get('arch', {}).get('name')
     lack = 'no model in the run' if p is None else f"{p} has no backbone with offline weights ({what})"
-    return 'lite0', size, f"{lack}: lite0, {why}"
+    return _input('lite0', size, *crop), f"{lack}: lite0, {why}"
+
+def _input(backbone, size, crop_pct=None) -> dict:
+    "The keywords of `transfer.features` that say which backbone sees what input (a crop only when there is one)."
+    return dict(backbone=backbone, size=int(size), **({'crop_pct': crop_pct} if crop_pct else {}))
 
 # %% ../nbs/07_active.ipynb #0bcc3786
 SPACES = {
-    'pixels': lambda ds, backbone, size: pixel_features(ds, size=None if ds.arrays is not None else 32),
-    'backbone': lambda ds, backbone, size: backbone_features(ds, backbone, size),
+    'pixels': lambda ds, backbone: pixel_features(ds, size=None if ds.arrays is not None else 32),
+    'backbone': lambda ds, backbone: backbone_features(ds, **backbone),
 }
 
 def spaces_for(ds:Dataset, # the dataset
-                   names, # keys of `SPACES`, e.g. ['pixels', 'backbone']
-                   backbone:str='lite0', # for the 'backbone' space
-                   size:int=32, # input size for the 'backbone' space
-                  ) -> dict:
+               names, # keys of `SPACES`, e.g. ['pixels', 'backbone']
+               backbone:dict|None=None, # `transfer.features` keywords for the 'backbone' space (`run_backbone`)
+              ) -> dict:
     "{name: (n, d) features}, the space that suits the images first (pixels for images under `transfer.SMALL_SIDE`)."
     from smallwb.transfer import median_short_side, SMALL_SIDE
     bad = [n for n in names if n not in SPACES]
     if bad: raise ValueError(f"unknown feature space {', '.join(map(repr, bad))}; known: {', '.join(SPACES)}")
     prior = 'pixels' if median_short_side(ds) < SMALL_SIDE else 'backbone'
-    return {n: SPACES[n](ds, backbone, size) for n in sorted(names, key=lambda n: n != prior)}
+    bb = backbone or dict(backbone='lite0', size=32)
+    return {n: SPACES[n](ds, bb) for n in sorted(names, key=lambda n: n != prior)}
 
 # %% ../nbs/07_active.ipynb #10
 class HeadScorer:

@@ -197,16 +197,16 @@ def test_run_backbone_reads_the_model_the_run_hands_on(tmp_path, small):
     from smallwb.transfer import save_model
     from smallwb.core import write_metrics
     ds, _ = small
-    assert run_backbone(tmp_path, ds)[:2] == ('lite0', 32)
+    assert run_backbone(tmp_path, ds)[0] == dict(backbone='lite0', size=32)
     save_model(tmp_path/'transfer'/'model.pth', nn.Linear(2, 2), dict(name='classifier', backbone='lite2', n_classes=2),
                ['a', 'b'], 96)
     write_metrics(tmp_path/'transfer', {'model': 'model.pth'})
-    bb, size, why = run_backbone(tmp_path, ds)
-    assert (bb, size) == ('lite2', 96) and 'model.pth' in why
+    bb, why = run_backbone(tmp_path, ds)
+    assert bb == dict(backbone='lite2', size=96) and 'model.pth' in why
     save_model(tmp_path/'distill'/'s.pth', nn.Linear(2, 2), dict(name='cnn', n_classes=2), ['a', 'b'], 32)
     write_metrics(tmp_path/'distill', {'model': 's.pth'})
-    bb, size, why = run_backbone(tmp_path, ds)                      # a CNN student has no backbone to embed with
-    assert (bb, size) == ('lite0', 32) and 'no backbone' in why and 's.pth' in why
+    bb, why = run_backbone(tmp_path, ds)                            # a CNN student has no backbone to embed with
+    assert bb == dict(backbone='lite0', size=32) and 'no backbone' in why and 's.pth' in why
 
 
 # ---- the active stage on folders (issue 16, items 4 and 7) ----
