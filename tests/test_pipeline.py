@@ -353,6 +353,8 @@ def test_a_reused_run_folder_never_mixes_runs(exps, tmp_path):
     noise(folder/'dog'/'0.png', seed=4242)  # same name, other content
     counted, why = earlier_stages(run, ['after'], {'data': str(folder), 'labels_per_class': 2}, decl, {})
     assert counted == [] and "its data differs from this run's" in why['ok']
+    assert earlier_stages(run, ['after'], {'data': str(folder), 'labels_per_class': 0}, decl, {})[1] == {
+        'ok': "this run's labels_per_class=0 does not fit it"}
     # a stage after one that runs again was built on outputs this run replaces
     assert earlier_stages(run, ['ok'], {'data': 'digits', 'labels_per_class': 2}, decl, {})[1] == {
         'after': "it was built on 'ok', which this run runs again"}
