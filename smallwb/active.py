@@ -42,7 +42,7 @@ def pixel_features(ds:Dataset, # the dataset
 def backbone_features(ds:Dataset, # the dataset
                       backbone:str='lite0', # a key of `transfer.BACKBONES`
                       size:int=64, # input size the images are resized to
-                      **kwargs, # passed to `transfer.features` (pretrained, hflip, cache)
+                      **kwargs, # passed on to `transfer.features` (crop_pct, pretrained, hflip, cache)
                      ) -> np.ndarray:
     "Standardized frozen-backbone features (`transfer.features`, cached), one row per item: (n, d)."
     from smallwb.transfer import features
@@ -203,7 +203,9 @@ class Strategy:
 class RandomSampling(Strategy):
     "Uniform at random: the baseline every other strategy must beat."
     needs_model = False
-    def score(self, loop, rows): return loop.rng.random(len(rows))
+    def score(self, loop, # the `ActiveLoop` asking
+              rows, # candidate rows
+             ): return loop.rng.random(len(rows))
 
 # %% ../nbs/07_active.ipynb #20
 UNCERTAINTY = {
@@ -218,7 +220,10 @@ class Uncertainty(Strategy):
                 ):
         if kind not in UNCERTAINTY: raise ValueError(f"unknown uncertainty {kind!r}; known: {', '.join(UNCERTAINTY)}")
         self.kind = kind
-    def score(self, loop, rows): return UNCERTAINTY[self.kind](loop.scorer.predict_proba(loop.X[rows]))
+    def score(self, loop, # the `ActiveLoop` asking
+              rows, # candidate rows
+             ):
+        return UNCERTAINTY[self.kind](loop.scorer.predict_proba(loop.X[rows]))
     def __repr__(self): return f'Uncertainty({self.kind!r})'
 
 # %% ../nbs/07_active.ipynb #daaae431
@@ -242,7 +247,9 @@ class QueryByCommittee(Strategy):
             out.append(loop.scorer.clone(seed=k).fit(loop.X[lab[b]], y[b]).predict_proba(loop.X[rows]))
         return np.stack(out)
 
-    def score(self, loop, rows):
+    def score(self, loop, # the `ActiveLoop` asking
+              rows, # candidate rows
+             ):
         P = self.committee(loop, rows)
         if self.disagreement == 'vote':
             votes = np.stack([(P.argmax(-1) == c).mean(0) for c in range(P.shape[-1])], -1)
@@ -256,7 +263,9 @@ class BALD(Strategy):
     "Mutual information between label and weights, from MC-dropout samples (the scorer's `mc_proba`)."
     def __init__(self, n_samples:int=20, # dropout samples per candidate
                 ): self.n_samples = n_samples
-    def score(self, loop, rows):
+    def score(self, loop, # the `ActiveLoop` asking
+              rows, # candidate rows
+             ):
         P = loop.scorer.mc_proba(loop.X[rows], self.n_samples)
         return entropy(P.mean(0)) - entropy(P).mean(0)
 
@@ -268,7 +277,9 @@ def _h(loop, rows) -> np.ndarray:
 
 class ExpectedGradientLength(Strategy):
     "Expected norm of the last layer's gradient over the predicted label distribution (Settles et al. 2008)."
-    def score(self, loop, rows):
+    def score(self, loop, # the `ActiveLoop` asking
+              rows, # candidate rows
+             ):
         p, hn = loop.scorer.predict_proba(loop.X[rows]), np.linalg.norm(_h(loop, rows), axis=1)
         err = np.sqrt(np.clip((p**2).sum(1, keepdims=True) - 2*p + 1, 0, None))  # ||p - e_c|| for every c
         return (p * err).sum(1) * hn
@@ -349,13 +360,17 @@ def kmeans_pp_outer(E:np.ndarray, # left factors (n, a)
 class Coreset(Strategy):
     "k-center greedy in feature space, starting from the labeled items (core-set, Sener & Savarese 2018)."
     needs_model = False
-    def __call__(self, loop, n):
+    def __call__(self, loop, # the `ActiveLoop` asking
+                 n:int, # how many rows to return
+                ):
         rows = loop.candidates
         return rows[k_center_greedy(loop.X[rows], n, loop.X[loop.labeled_rows], loop.rng)]
 
 class BADGE(Strategy):
     "k-means++ seeding on gradient embeddings: uncertain and diverse batches (Ash et al. 2020)."
-    def __call__(self, loop, n):
+    def __call__(self, loop, # the `ActiveLoop` asking
+                 n:int, # how many rows to return
+                ):
         rows = loop.candidates
         return rows[kmeans_pp_outer(*grad_factors(loop, rows), n, loop.rng)]
 
@@ -386,7 +401,9 @@ class WeightedKMeans(Strategy):
     "Margin prefilter, then uncertainty-weighted k-means: the item nearest each of `n` centres (Zhdanov 2019)."
     def __init__(self, prefilter:int=10, # candidates kept per query, by margin
                 ): self.prefilter = prefilter
-    def __call__(self, loop, n):
+    def __call__(self, loop, # the `ActiveLoop` asking
+                 n:int, # how many rows to return
+                ):
         rows = loop.candidates
         u = UNCERTAINTY['margin'](loop.scorer.predict_proba(loop.X[rows])) + 1   # margin score in [0, 1]
         keep = top_n(u, min(len(rows), self.prefilter * n), loop.rng)
@@ -431,7 +448,8 @@ class SimulatedOracle:
     "Reveals known labels (benchmarks): `labels[row]`, e.g. a dataset's `hidden_labels`."
     def __init__(self, labels, # class index per row; -1 where unknown
                 ): self.labels = np.asarray(labels)
-    def __call__(self, rows):
+    def __call__(self, rows, # the rows asked
+                ) -> list:
         y = self.labels[np.asarray(rows, dtype=np.int64)]
         if (y < 0).any():
             raise ValueError(f"the simulated oracle has no label for rows {list(np.asarray(rows)[y < 0][:5])}: "

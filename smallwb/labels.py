@@ -260,7 +260,8 @@ class StoreOracle:
     def __init__(self, store:LabelStore, # where the labels are
                  ds:Dataset, # the dataset whose rows are asked
                 ): self.store, self.ds = store, ds
-    def __call__(self, rows):
+    def __call__(self, rows, # the rows asked
+                ) -> list:
         lab, cls = self.store.labels(), self.store.classes
         return [cls.index(lab[str(self.ds.items[r])]) if str(self.ds.items[r]) in lab else None for r in rows]
 
