@@ -3,8 +3,22 @@ import numpy as np, pytest, torch, torch.nn.functional as F
 from smallwb.core import FeatureCache
 from smallwb.data import digits, budget_split
 from smallwb.transfer import save_model, load_model
+from pathlib import Path
 from smallwb.distill import (kd_loss, soft_cross_entropy, load_teacher, teacher_logits, create_student, fit_student, pseudo_labels,
-                             pick_threshold, KDCallback, to_teacher_input, predict_logits, n_params)
+                             pick_threshold, KDCallback, to_teacher_input, predict_logits, n_params, flops, student_size,
+                             choose_student, fit_head_student, head_agreement, distill, frozen_backbone, wilson, quick_teacher)
+
+PHOTOS = Path(__file__).parents[2]/'shared'/'data'/'hymenoptera'
+
+@pytest.fixture(scope='module')
+def photos():
+    "A tiny real-photo folder: 8 ants and 8 bees from hymenoptera's train/ (skipped when the data set is absent)."
+    if not PHOTOS.exists(): pytest.skip(f"{PHOTOS} not found: the real-photo tests need ../shared/data/hymenoptera beside the checkout")
+    from smallwb.data import from_folder, Dataset
+    ds = from_folder(PHOTOS/'train', verbose=False)
+    keep = np.concatenate([np.flatnonzero(ds.labels == c)[:12] for c in range(2)])
+    sub = Dataset([ds.items[i] for i in keep], ds.labels[keep], ds.classes, name='hym24', root=ds.root)
+    return sub, budget_split(sub, 4, test_size=0.25, seed=0)
 
 @pytest.fixture(scope='module')
 def data():
@@ -79,3 +93,62 @@ def test_students_are_small():
     small, r = create_student('cnn', 10)
     assert r['size'] == 16 and n_params(small) * 5 < n_params(big)
     with pytest.raises(ValueError, match="unknown student"): create_student('nope')
+
+
+def test_teacher_outputs_from_cached_features(data, tmp_path):
+    "A probe on the unchanged pretrained backbone answers from the feature cache; a changed backbone runs as a model."
+    from smallwb.transfer import fit_probe, save_model, create_classifier
+    ds, sp = data; cache = FeatureCache(tmp_path/'c')
+    for members in ([['pool']], [['tap4', 'tap5']]):
+        m = fit_probe(ds, sp.labeled, members=members, backbone='lite0', size=32, cache=cache)
+        p = save_model(tmp_path/'p.pth', m, m.arch, ds.classes, 32, (0.5,)*3, (0.5,)*3)
+        assert frozen_backbone(*load_teacher(p)) == 'lite0'
+        got = torch.tensor(teacher_logits(p, ds, sp.test[:30], cache)).softmax(1)
+        want = torch.tensor(predict_logits(m, ds, sp.test[:30], 32, (0.5,)*3, (0.5,)*3)).softmax(1)
+        assert torch.allclose(got, want, atol=1e-4)
+    with torch.no_grad(): m = create_classifier('lite0', 10); m.backbone.bn1.bias.add_(0.1)
+    p = save_model(tmp_path/'t.pth', m, dict(name='classifier', backbone='lite0', n_classes=10), ds.classes, 32, (0.5,)*3, (0.5,)*3)
+    assert frozen_backbone(*load_teacher(p)) is None
+    n = cache.computed; teacher_logits(p, ds, sp.test[:30], cache); assert cache.computed == n + 30  # its logits cached by checkpoint
+
+def test_student_size_against_the_teacher():
+    from smallwb.transfer import create_classifier
+    assert student_size(flops(create_classifier('lite2', 2, pretrained=False), 260))[0] == 192
+    assert student_size(flops(create_classifier('lite0', 2, pretrained=False), 224), speedup=1.0)[0] == 224
+    s, why = student_size(1e6); assert s == 32 and 'may not be faster' in why
+
+def test_wilson():
+    lo, hi = wilson(81, 263); assert abs(lo - 0.2553) < 1e-3 and abs(hi - 0.3662) < 1e-3
+    assert wilson(0, 0) == (0., 1.) and wilson(5, 5)[1] == 1. and wilson(0, 5)[0] == 0.
+
+def test_distill_on_digits_picks_the_cnn_and_holds_out_pool(data, teacher, tmp_path):
+    ds, sp = data
+    model, rep = distill(ds, sp.labeled, teacher, sp.pool[:50], epochs=1, cache=FeatureCache(tmp_path))
+    assert (rep['student'], rep['fit'], rep['pseudo_mode'], rep['n_pseudo'], rep['agreement_n']) == ('cnn', 'fastai', 'soft', 45, 5)
+    assert rep['agreement_ci'][0] <= rep['agreement'] <= rep['agreement_ci'][1] and rep['flops_ratio'] > 1
+    with pytest.raises(ValueError, match="unknown student 'vgg'"): distill(ds, sp.labeled, teacher, sp.pool[:10], student='vgg')
+
+def test_photo_student_is_a_pretrained_head(photos, tmp_path):
+    "On real photos `auto` gives Lite0 with a head on frozen features; cross-fitted agreement covers every pool item."
+    ds, sp = photos; cache = FeatureCache(tmp_path)
+    t = quick_teacher(ds, sp.labeled, tmp_path/'t.pth', size=64)  # a small input keeps the test fast; the stage runs at native size
+    name, size, why = choose_student(ds, flops(load_teacher(t)[0], 64) * 50)
+    assert name == 'lite0' and size % 16 == 0 and 'photos' in why
+    model, rep = distill(ds, sp.labeled, t, sp.pool, size=48, cache=cache, speedup=1.0)
+    assert rep['fit'] == 'head' and rep['pseudo_mode'] == 'hard' and rep['n_pseudo'] == len(sp.pool)
+    assert rep['agreement_n'] == len(sp.pool) and 0 <= rep['agreement'] <= 1 and 'cross-fitting' in rep['agreement_on']
+    assert rep['recipe']['size'] == 48 and model(torch.zeros(1, 3, 48, 48)).shape == (1, 2)
+    with pytest.raises(ValueError, match='hard pseudo-labels'): fit_head_student(ds, sp.labeled, teacher=t, pool_idx=sp.pool, pseudo='soft')
+
+def test_kd_and_mixup_restore_an_integer_loss(data, teacher):
+    "Both handlers swap (the mixer only for a y_int loss), the lower order restores first, and the learner's loss comes back."
+    from fastai.losses import CrossEntropyLossFlat
+    from smallwb.mix import MixUpCutMix
+    from smallwb.transfer import make_dls, make_learner
+    ds, sp = data
+    model, r = create_student('cnn', 10); tm, tmeta = load_teacher(teacher, ds.classes)
+    dls = make_dls(ds, sp.labeled, sp.labeled[:8], r['size'], r['mean'], r['std'], seed=0, device='cpu')
+    lf = CrossEntropyLossFlat(); kd = KDCallback(tm, tmeta, r)
+    learn = make_learner(model, dls, loss_func=lf, cbs=[MixUpCutMix(), kd])
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    assert learn.loss_func is lf and kd.n_live > 0
