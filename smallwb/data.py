@@ -71,10 +71,20 @@ def open_image(path, # image file
     except Exception as e: raise BadImage(f"{p}: unreadable EXIF orientation ({e})") from None
 
 # %% ../nbs/01_data.ipynb #8
-def resize_rgb(a:np.ndarray, size:int|None) -> np.ndarray:
-    "Resize an RGB uint8 array to `size`x`size` (no-op when `size` is None or already right)."
-    if size is None or a.shape[:2] == (size, size): return a
-    return np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC))
+def resize_rgb(a:np.ndarray, # an RGB uint8 image (H, W, 3)
+               size:int|None, # square side in pixels; None keeps the image as it is
+               crop_pct:float|None=None, # None: the whole image squashed to size×size; a fraction: timm's eval
+                                         # transform, the shorter side resized to size/crop_pct then a centre crop
+              ) -> np.ndarray:
+    "`a` as a `size`×`size` RGB uint8 array (bicubic): squashed whole, or resized and centre-cropped as timm evaluates."
+    if size is None or (a.shape[:2] == (size, size) and crop_pct is None): return a
+    im = Image.fromarray(a)
+    if crop_pct is None: return np.asarray(im.resize((size, size), Image.BICUBIC))
+    short = max(size, int(np.floor(size / crop_pct)))
+    w, h = (short, max(short, round(im.height * short / im.width))) if im.width <= im.height else (max(short, round(im.width * short / im.height)), short)
+    im = im.resize((w, h), Image.BICUBIC)
+    l, t = (w - size) // 2, (h - size) // 2
+    return np.asarray(im.crop((l, t, l + size, t + size)))
 
 def load_image(path, # image file
                size:int|None=None, # square side to resize to; None keeps the original size
@@ -126,15 +136,15 @@ class Dataset:
         "Number of labeled items per class."
         return pd.Series(np.bincount(self.labels[self.labeled], minlength=len(self.classes)), index=self.classes)
 
-    def image(self, i:int, size:int|None=None) -> np.ndarray:
-        "Item `i` as an RGB uint8 array, resized to `size`."
+    def image(self, i:int, size:int|None=None, crop_pct:float|None=None) -> np.ndarray:
+        "Item `i` as an RGB uint8 array, resized to `size` (see `resize_rgb` for `crop_pct`)."
         a = self.arrays[i] if self.arrays is not None else load_image(self.items[i])
-        return resize_rgb(a, size)
+        return resize_rgb(a, size, crop_pct)
 
-    def images(self, idxs=None, size:int|None=None) -> np.ndarray:
+    def images(self, idxs=None, size:int|None=None, crop_pct:float|None=None) -> np.ndarray:
         "Items `idxs` (default all) stacked as (n, size, size, 3) uint8."
         idxs = range(len(self)) if idxs is None else idxs
-        return np.stack([self.image(int(i), size) for i in idxs])
+        return np.stack([self.image(int(i), size, crop_pct) for i in idxs])
 
     @property
     def ids(self) -> list:

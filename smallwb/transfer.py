@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+from contextlib import ExitStack
 import pickle
 import numpy as np, torch, torch.nn as nn, timm
 from fastcore.meta import delegates
@@ -15,14 +16,15 @@ from .core import FeatureCache, default_device, bytes_hash, file_hash
 from .data import Dataset
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'SMALL_SIDE', 'PACKAGE_WEIGHTS', 'ARCHS', 'STRATEGIES', 'FINETUNE_MIN',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'SMALL_SIDE', 'PACKAGE_WEIGHTS', 'ARCHS', 'BN_MODES', 'FINETUNE_MIN',
            'BackboneSpec', 'backbone_spec', 'median_short_side', 'choose_size', 'package_key', 'package_state_dict',
            'read_checkpoint', 'create_backbone', 'stage_depths', 'weights_id', 'imagenet_model', 'normalize',
            'ImageItems', 'feature_dim', 'Classifier', 'create_classifier', 'check_size', 'save_model', 'load_model',
-           'embed_cached', 'features', 'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims',
+           'input_key', 'embed_cached', 'features', 'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims',
            'tap_features', 'fold_standardization', 'source_dim', 'Probe', 'create_probe', 'fit_head', 'source_features',
-           'fit_heads', 'predict_heads', 'fit_probe', 'predict_logits', 'predict', 'accuracy', 'default_tfm', 'History',
-           'fine_tune', 'Recipe', 'candidates', 'cross_validate', 'fit_recipe', 'auto', 'plot_cv']
+           'fit_heads', 'predict_heads', 'fit_probe', 'predict_logits', 'predict', 'accuracy', 'model_input',
+           'default_tfm', 'History', 'KeepBest', 'holdout', 'is_photo', 'fine_tune', 'Recipe', 'candidates',
+           'cross_validate', 'choose', 'fit_recipe', 'auto', 'plot_cv']
 
 # %% ../nbs/02_transfer.ipynb #5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -37,12 +39,13 @@ class BackboneSpec:
     size: int = 224  # input size it was trained at
     min_size: int = 32  # smallest input it can take (5 stride-2 stages)
     interpolation: str = 'bicubic'
+    crop_pct: float = 0.875  # timm's evaluation crop: the shorter side resized to size/crop_pct, then a centre crop
     taps: tuple = ()  # stage indices (see `tap_features`) whose features `auto` tries; default: the middle two
 
 BACKBONES = {
     'lite0': BackboneSpec('tf_efficientnet_lite0', 'package', (0.5,)*3, (0.5,)*3, size=224, taps=(4, 5)),
-    'lite1': BackboneSpec('tf_efficientnet_lite1', 'package', (0.5,)*3, (0.5,)*3, size=240, taps=(4, 5)),
-    'lite2': BackboneSpec('tf_efficientnet_lite2', 'package', (0.5,)*3, (0.5,)*3, size=260, taps=(4, 5)),
+    'lite1': BackboneSpec('tf_efficientnet_lite1', 'package', (0.5,)*3, (0.5,)*3, size=240, crop_pct=0.882, taps=(4, 5)),
+    'lite2': BackboneSpec('tf_efficientnet_lite2', 'package', (0.5,)*3, (0.5,)*3, size=260, crop_pct=0.89, taps=(4, 5)),
     'mobilenetv3_small_050': BackboneSpec('mobilenetv3_small_050'),
     'mobilenetv3_small_100': BackboneSpec('mobilenetv3_small_100'),
     'mobilenetv3_large_100': BackboneSpec('mobilenetv3_large_100'),
@@ -73,10 +76,13 @@ def median_short_side(ds:Dataset, # the dataset
 def choose_size(ds:Dataset, # the dataset
                 backbone:str='lite0', # a key of `BACKBONES`
                ) -> tuple:
-    "The input size (pixels) for `backbone` on `ds`, and one sentence saying why: native for photos, the minimum for tiny images."
+    "(size in pixels, crop_pct or None, why): native size and crop for photos, the smallest input, squashed, for tiny images."
     spec, m = backbone_spec(backbone), median_short_side(ds)
-    if m < SMALL_SIDE: return spec.min_size, f"median short side {m:g} px < {SMALL_SIDE}: small glyph-like images run at {backbone}'s smallest input, {spec.min_size} px"
-    return spec.size, f"median short side {m:g} px: photos run at {backbone}'s native {spec.size} px"
+    if m < SMALL_SIDE:
+        return spec.min_size, None, (f"median short side {m:g} px < {SMALL_SIDE}: small glyph-like images run at {backbone}'s "
+                                     f"smallest input, {spec.min_size} px, squashed whole")
+    return spec.size, spec.crop_pct, (f"median short side {m:g} px: photos run at {backbone}'s native {spec.size} px, "
+                                      f"centre crop {spec.crop_pct}")
 
 # %% ../nbs/02_transfer.ipynb #7
 def package_key(k:str, # a key of an EfficientNet-PyTorch (lukemelas) state dict, e.g. `_blocks.7._bn0.weight`
@@ -191,8 +197,14 @@ def normalize(ims:np.ndarray, mean, std) -> torch.Tensor:
 
 class ImageItems(torch.utils.data.Dataset):
     "In-memory (image, label) items of a `Dataset`, resized once, optionally augmented."
-    def __init__(self, ds:Dataset, idxs, size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, tfm=None, targets=None):
-        self.ims = ds.images(idxs, size)
+    def __init__(self, ds:Dataset, # the dataset
+                 idxs, # the items
+                 size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, # input size and normalization
+                 tfm=None, # augmentation: a callable on an RGB uint8 array (training items only)
+                 targets=None, # targets instead of the items' labels (e.g. soft labels (n, C))
+                 crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+                ):
+        self.ims = ds.images(idxs, size, crop_pct)
         self.y = torch.as_tensor(ds.labels[np.asarray(idxs)] if targets is None else targets)
         self.mean, self.std, self.tfm = mean, std, tfm
     def __len__(self): return len(self.ims)
@@ -237,11 +249,12 @@ def save_model(path, # file to write (a .pth)
                classes:list, # class names, in output order
                size:int, # input size (square)
                mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalization
+               crop_pct:float|None=None, # None: images squashed whole to size; a fraction: timm's centre crop
                **extra, # anything else worth keeping (metrics, recipe)
               ) -> Path:
-    "Save weights with everything needed to use them: architecture, classes, normalization, size."
+    "Save weights with everything needed to use them: architecture, classes, normalization, size and crop."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(arch=arch, classes=list(classes), size=int(size), mean=list(mean), std=list(std), **extra)
+    meta = dict(arch=arch, classes=list(classes), size=int(size), mean=list(mean), std=list(std), crop_pct=crop_pct, **extra)
     torch.save({'state_dict': model.state_dict(), 'meta': meta}, path)
     return path
 
@@ -250,9 +263,7 @@ def load_model(path, # a checkpoint written by `save_model`
               ) -> tuple:
     "The model (eval mode) and its metadata from a `save_model` checkpoint."
     p = Path(path)
-    if not p.exists(): raise FileNotFoundError(f"{p}: checkpoint not found")
-    try: ck = torch.load(p, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    ck = read_checkpoint(p)
     if not isinstance(ck, dict) or 'meta' not in ck or 'state_dict' not in ck:
         raise ValueError(f"{p}: not a smallwb checkpoint (no 'meta'/'state_dict'); a bare state dict goes to create_backbone(name, pretrained=path)")
     meta = ck['meta']; arch = dict(meta['arch']); name = arch.pop('name')
@@ -269,24 +280,42 @@ def _forward(model:nn.Module, x:torch.Tensor, bs:int=64, device=None) -> np.ndar
     device = device or default_device(); model = model.to(device).eval()
     return np.concatenate([model(x[i:i+bs].to(device)).float().cpu().numpy() for i in range(0, len(x), bs)]) if len(x) else np.zeros((0, feature_dim(model) if hasattr(model, 'num_features') else 0), np.float32)
 
+def input_key(size:int, crop_pct:float|None=None) -> str:
+    "How images are prepared for a backbone, as a cache-key part: the size, and the centre crop when there is one."
+    return f'{size}' + ('' if crop_pct is None else f'|crop={crop_pct:g}')
+
 def embed_cached(ds:Dataset, idxs, # the items to embed (None: all)
                  backbone:str, size:int, pretrained:bool|str, # which frozen backbone, at which input size
                  hflip:bool, # average with the embedding of the mirrored image
                  cache:FeatureCache|None, # default: the shared on-disk cache
                  tag:str, # names what `embed` returns, in the cache key
                  embed, # (model, normalized batch) → array (n, d)
+                 crop_pct:float|None=None, # see `data.resize_rgb`: None squashes, a fraction is timm's centre crop
+                 view=None, # an augmented view: a callable (item index, RGB uint8 image) → image, deterministic per item
+                 view_key:str='', # names `view` (policy, magnitude, seed, view number) in the cache key; required with `view`
+                 bs:int=64, # images loaded and embedded per batch
                 ) -> np.ndarray:
-    "The one path from images to cached frozen-backbone vectors: `embed` runs only for items not in the cache."
+    "The one path from images to cached frozen-backbone vectors (n, d): `embed` runs only for items not in the cache."
     check_size(backbone, size)
-    idxs = np.arange(len(ds)) if idxs is None else np.asarray(idxs)
+    if view is not None and not view_key: raise ValueError("an augmented view needs a view_key naming it in the feature cache")
+    idxs = np.arange(len(ds)) if idxs is None else np.asarray(idxs, dtype=np.int64)
     cache = cache if cache is not None else FeatureCache()
     spec, model = backbone_spec(backbone), None
+    def batch(ii):
+        ims = ds.images(ii, size, crop_pct)
+        if view is not None: ims = np.stack([view(int(i), im) for i, im in zip(ii, ims)])
+        x = normalize(ims, spec.mean, spec.std)
+        with torch.no_grad(): return (embed(model, x) + embed(model, x.flip(-1))) / 2 if hflip else embed(model, x)
     def compute(pos):
         nonlocal model
         model = model or create_backbone(backbone, pretrained).to(default_device()).eval()
-        x = normalize(ds.images(idxs[pos], size), spec.mean, spec.std)
-        with torch.no_grad(): return (embed(model, x) + embed(model, x.flip(-1))) / 2 if hflip else embed(model, x)
-    return cache.get(f'{weights_id(backbone, pretrained)}|{size}|hflip={hflip}{tag}', [ds.hashes[i] for i in idxs], compute)
+        chunks = [idxs[pos][i:i+bs] for i in range(0, len(pos), bs)]
+        if len(chunks) > 2:
+            from fastprogress.fastprogress import progress_bar
+            chunks = progress_bar(chunks, comment=f'{backbone} features')
+        return np.concatenate([batch(c) for c in chunks])
+    key = f'{weights_id(backbone, pretrained)}|{input_key(size, crop_pct)}|hflip={hflip}{tag}' + (f'|view={view_key}' if view else '')
+    return cache.get(key, [ds.hashes[i] for i in idxs], compute)
 
 def features(ds:Dataset, # the dataset
              idxs=None, # items to embed (default all)
@@ -295,10 +324,13 @@ def features(ds:Dataset, # the dataset
              pretrained:bool|str=True, # see `create_backbone`
              hflip:bool=False, # also average with the features of the mirrored image (test-time augmentation)
              cache:FeatureCache|None=None, # default: the shared on-disk cache
-             bs:int=64,
+             bs:int=64, # images per forward pass
+             crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop (`data.resize_rgb`)
+             view=None, view_key:str='', # an augmented view and its cache name (see `embed_cached`)
             ) -> np.ndarray:
-    "Frozen-backbone features (n, d) for `idxs`, computed once and then read from the cache."
-    return embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '', lambda m, x: _forward(m, x, bs))
+    "Frozen-backbone pooled features (n, d) for `idxs`, computed once per (weights, input, view, item) and then read from the cache."
+    return embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '', lambda m, x: _forward(m, x, bs), crop_pct, view,
+                        view_key, bs)
 
 # %% ../nbs/02_transfer.ipynb #27
 def layer_groups(model:Classifier, n_groups:int=3) -> list:
@@ -320,14 +352,15 @@ def make_dls(ds:Dataset, # the dataset
              bs:int=32, # batch size
              seed:int=0, # shuffling seed
              train_targets=None, # targets for the training items instead of their labels (e.g. soft labels)
-             device=None,
+             device=None, # default `default_device()`
+             crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
             ):
     "fastai `DataLoaders` over in-memory items; augmentation on the training set only."
     from fastai.data.load import DataLoader
     from fastai.data.core import DataLoaders
     device = device or default_device()
-    tr = ImageItems(ds, train_idx, size, mean, std, tfm, train_targets)
-    va = ImageItems(ds, valid_idx, size, mean, std)
+    tr = ImageItems(ds, train_idx, size, mean, std, tfm, train_targets, crop_pct)
+    va = ImageItems(ds, valid_idx, size, mean, std, crop_pct=crop_pct)
     g = torch.Generator().manual_seed(seed)
     bs_tr = max(1, min(bs, len(tr)))
     tdl = DataLoader(tr, bs=bs_tr, shuffle=True, drop_last=len(tr) > bs_tr, num_workers=0, device=device)
@@ -376,11 +409,13 @@ def tap_features(ds:Dataset, # the dataset
                  pretrained:bool|str=True, # see `create_backbone`
                  hflip:bool=False, # average with the features of the mirrored image
                  cache:FeatureCache|None=None, # default: the shared on-disk cache
-                 bs:int=64,
+                 bs:int=64, # images per forward pass
+                 crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+                 view=None, view_key:str='', # an augmented view and its cache name (see `embed_cached`)
                 ) -> np.ndarray:
     "Pooled features of the backbone's stages `taps`, computed once for all stages and then read from the cache."
-    embed = lambda m, x: np.concatenate([pool_taps(m, x[i:i+bs].to(default_device())).cpu().numpy() for i in range(0, len(x), bs)])
-    allf = embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '|taps', embed)
+    def embed(m, x): return pool_taps(m, x.to(default_device())).cpu().numpy()
+    allf = embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '|taps', embed, crop_pct, view, view_key, bs)
     if taps is None: return allf
     dims = tap_dims(create_backbone(backbone, False), size)
     ends = np.cumsum([0] + dims)
@@ -454,50 +489,75 @@ def create_probe(backbone:str|None='lite0', n_classes:int=10, members=(('pool',)
 ARCHS['probe'] = create_probe
 
 # %% ../nbs/02_transfer.ipynb #43
-def _standardizer(F:np.ndarray, standardize:bool) -> tuple:
-    if not standardize: return np.zeros(F.shape[1], np.float32), np.ones(F.shape[1], np.float32)
-    return F.mean(0), np.maximum(F.std(0), 1e-3 * max(F.std(0).mean(), 1e-6))
-
-def fit_head(F:np.ndarray, # features (n, d)
-             y:np.ndarray, # class indices (n,)
-             n_classes:int,
-             C:float=0.5, # inverse L2 strength, as scikit-learn's `LogisticRegression(C=...)`
-             hidden:int=0, # 0: logistic regression (L-BFGS); >0: MLP (AdamW, weight decay)
-             standardize:bool=True, # standardize features first (folded into the head afterwards)
-             steps:int=200, # optimizer iterations
-             seed:int=0,
-            ) -> nn.Sequential:
-    "A head on raw features `F` → logits; standardization already folded in."
-    torch.manual_seed(seed)
-    mu, sd = _standardizer(F, standardize)
-    X, Y = torch.tensor((F - mu) / sd, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
-    head = nn.Sequential(nn.Linear(X.shape[1], n_classes)) if not hidden else nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
-    lam = 1 / (C * len(X))
-    def loss(): return nn.functional.cross_entropy(head(X), Y) + lam / 2 * sum((m.weight**2).sum() for m in head if isinstance(m, nn.Linear))
-    if hidden:
-        opt = torch.optim.AdamW(head.parameters(), 1e-2, weight_decay=0)
-        for _ in range(steps): opt.zero_grad(); l = loss(); l.backward(); opt.step()
+def _linear(F:np.ndarray, y:np.ndarray, n_classes:int, C:float) -> nn.Linear:
+    "scikit-learn's logistic regression on `F` as an `nn.Linear` over every class (absent classes never predicted)."
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+    lin = nn.Linear(F.shape[1], n_classes)
+    w, b = np.zeros((n_classes, F.shape[1]), np.float32), np.full(n_classes, -1e4, np.float32)
+    present = np.unique(y)
+    if len(present) == 1: b[present] = 0.
     else:
-        opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=steps, history_size=20, line_search_fn='strong_wolfe')
-        def closure(): opt.zero_grad(); l = loss(); l.backward(); return l
-        opt.step(closure)
-    fold_standardization(head[0], torch.tensor(mu), torch.tensor(sd))
+        with threadpool_limits(1): lr = LogisticRegression(C=C, max_iter=5000).fit(F, y)  # tiny problems: threads only add overhead
+        coef, icpt = (lr.coef_, lr.intercept_) if len(present) > 2 else (np.r_[-lr.coef_, lr.coef_] / 2, np.r_[-lr.intercept_, lr.intercept_] / 2)
+        w[lr.classes_], b[lr.classes_] = coef, icpt
+    with torch.no_grad(): lin.weight.copy_(torch.from_numpy(w)); lin.bias.copy_(torch.from_numpy(b))
+    return lin
+
+def _mlp(F:np.ndarray, y:np.ndarray, n_classes:int, C:float, hidden:int, steps:int) -> nn.Sequential:
+    "A one-hidden-layer MLP trained full batch with AdamW, the same L2 penalty as the linear head."
+    X, Y = torch.tensor(F, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    head = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+    lam, opt = 1 / (C * len(X)), torch.optim.AdamW(head.parameters(), 1e-2, weight_decay=0)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(X), Y) + lam / 2 * sum((m.weight**2).sum() for m in head if isinstance(m, nn.Linear))
+        loss.backward()
+        opt.step()
+    return head
+
+def fit_head(F:np.ndarray, # features (n, d), raw
+             y:np.ndarray, # class indices (n,)
+             n_classes:int, # outputs (classes absent from `y` are never predicted by a linear head)
+             C:float=0.5, # inverse L2 strength, exactly scikit-learn's `LogisticRegression(C=...)`
+             hidden:int=0, # 0: logistic regression (scikit-learn, L-BFGS); >0: an MLP with this many hidden units (AdamW)
+             standardize:bool=False, # standardize features first, folded into the head afterwards (hurts with n << d)
+             steps:int=200, # optimizer steps of the MLP
+             seed:int=0, # seed of the MLP's initialisation
+            ) -> nn.Sequential:
+    "A head on raw features `F` → logits (n, n_classes), as a torch module; any standardization already folded in."
+    F = np.asarray(F, np.float32)
+    mu, sd = (F.mean(0), np.maximum(F.std(0), 1e-3 * max(F.std(0).mean(), 1e-6))) if standardize else (0., 1.)
+    X = (F - mu) / sd
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        head = nn.Sequential(_linear(X, np.asarray(y), n_classes, C)) if not hidden else _mlp(X, np.asarray(y), n_classes, C, hidden, steps)
+    if standardize: fold_standardization(head[0], torch.tensor(mu), torch.tensor(sd))
     return head.eval()
 
 # %% ../nbs/02_transfer.ipynb #46
-def source_features(ds:Dataset, idxs, sources, backbone:str='lite0', size:int=32, pretrained:bool|str=True,
-                    hflip:bool=False, cache:FeatureCache|None=None) -> dict:
+def source_features(ds:Dataset, # the dataset
+                    idxs, # the items
+                    sources, # source names: 'pool', 'tapK', 'pixelsN'
+                    backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the frozen backbone and its input size
+                    hflip:bool=False, # average every source with the mirrored image's
+                    cache:FeatureCache|None=None, # default: the shared on-disk cache
+                    crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+                    view=None, view_key:str='', # an augmented view and its cache name (see `embed_cached`)
+                   ) -> dict:
     "Source name → (n, d) features for `idxs`, as a `Probe` computes them (backbone sources cached)."
-    spec, out = backbone_spec(backbone), {}
+    spec, out, kw = backbone_spec(backbone), {}, dict(crop_pct=crop_pct, view=view, view_key=view_key)
     taps = sorted({_tap_index(s) for s in sources if s.startswith('tap')})
     if taps:
-        F, dims = tap_features(ds, idxs, taps, backbone, size, pretrained, hflip, cache), tap_dims(create_backbone(backbone, False), size)
+        F, dims = tap_features(ds, idxs, taps, backbone, size, pretrained, hflip, cache, **kw), tap_dims(create_backbone(backbone, False), size)
         ends = np.cumsum([0] + [dims[t] for t in taps])
         out.update({f'tap{t}': F[:, ends[i]:ends[i+1]] for i, t in enumerate(taps)})
-    if 'pool' in sources: out['pool'] = features(ds, idxs, backbone, size, pretrained, hflip, cache)
+    if 'pool' in sources: out['pool'] = features(ds, idxs, backbone, size, pretrained, hflip, cache, **kw)
     pix = [s for s in sources if s.startswith('pixels')]
     if pix:
-        x = normalize(ds.images(idxs, size), spec.mean, spec.std)
+        ims = ds.images(idxs, size, crop_pct)
+        if view is not None: ims = np.stack([view(int(i), im) for i, im in zip(idxs, ims)])
+        x = normalize(ims, spec.mean, spec.std)
         if hflip: x = torch.cat([x, x.flip(-1)])
         for s in pix:
             p = nn.functional.adaptive_avg_pool2d(x, _pixel_size(s)).flatten(1).numpy()
@@ -506,9 +566,13 @@ def source_features(ds:Dataset, idxs, sources, backbone:str='lite0', size:int=32
 
 def _member_matrix(feats:dict, member) -> np.ndarray: return np.concatenate([feats[s] for s in member], 1)
 
-def fit_heads(feats:dict, y, members, n_classes:int, C:float=0.5, hidden:int=0, seed:int=0) -> list:
-    "One head per member, trained on the cached source features."
-    return [fit_head(_member_matrix(feats, m), y, n_classes, C, hidden, standardize=not all(s.startswith('pixels') for s in m), seed=seed) for m in members]
+def fit_heads(feats:dict, # source name → features (n, d)
+              y, # class indices (n,)
+              members, # lists of sources, one head each (see `Probe`)
+              n_classes:int, C:float=0.5, hidden:int=0, seed:int=0, # see `fit_head`
+             ) -> list:
+    "One head per member, trained on the cached source features (raw: see `fit_head`)."
+    return [fit_head(_member_matrix(feats, m), y, n_classes, C, hidden, seed=seed) for m in members]
 
 def predict_heads(heads:list, feats:dict, members) -> np.ndarray:
     "Class probabilities of the members' heads, averaged (what `Probe.forward` computes, as probabilities)."
@@ -521,25 +585,32 @@ def fit_probe(ds:Dataset, # the dataset
               backbone:str='lite0', # a key of `BACKBONES`
               size:int=32, # input size
               hflip:bool=False, # flip test-time augmentation of the features
-              C:float=0.5, # inverse L2 strength
+              C:float=0.5, # inverse L2 strength (scikit-learn's C)
               hidden:int=0, # 0: logistic regression; >0: MLP
               pretrained:bool|str=True, # see `create_backbone`
-              cache:FeatureCache|None=None,
-              seed:int=0,
+              cache:FeatureCache|None=None, # default: the shared on-disk cache
+              seed:int=0, # seed of an MLP head
+              crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+              views=(), # augmented views of the training items, as (view, view_key) pairs: more rows, same labels
              ) -> nn.Module:
-    "A probe trained on cached features: a `Classifier` for the classic linear probe, else a `Probe` (its `arch` attribute is what `save_model` needs)."
-    members = [list(m) for m in members]; nc = len(ds.classes); idxs = np.asarray(idxs)
-    feats = source_features(ds, idxs, _sources(members), backbone, size, pretrained, hflip, cache)
-    heads = fit_heads(feats, ds.labels[idxs], members, nc, C, hidden, seed)
+    "A probe trained on cached features: a `Classifier` for the classic linear probe, else a `Probe`; `.arch` is what `save_model` needs."
+    members, nc, idxs = [list(m) for m in members], len(ds.classes), np.asarray(idxs)
+    srcs = _sources(members)
+    parts = [source_features(ds, idxs, srcs, backbone, size, pretrained, hflip, cache, crop_pct)]
+    parts += [source_features(ds, idxs, srcs, backbone, size, pretrained, hflip, cache, crop_pct, v, k) for v, k in views]
+    feats = {src: np.concatenate([f[src] for f in parts]) for src in srcs}
+    heads = fit_heads(feats, np.tile(ds.labels[idxs], len(parts)), members, nc, C, hidden, seed)
     if members == [['pool']] and not hidden and not hflip:
-        m = create_classifier(backbone, nc, pretrained); m.head[1].load_state_dict(heads[0][0].state_dict())
+        m = create_classifier(backbone, nc, pretrained)
+        m.head[1].load_state_dict(heads[0][0].state_dict())
         m.arch = dict(name='classifier', backbone=backbone, n_classes=nc)
         return m.eval()
     bb = create_backbone(backbone, pretrained) if _needs_backbone(members) else None
-    dims = tap_dims(bb, size) if bb is not None and any(s.startswith('tap') for s in _sources(members)) else None
+    dims = tap_dims(bb, size) if bb is not None and any(s.startswith('tap') for s in srcs) else None
     m = Probe(bb, members, nc, dims, hflip, hidden)
     for h, fitted in zip(m.heads, heads): h.load_state_dict(fitted.state_dict())
-    m.arch = dict(name='probe', backbone=backbone if bb is not None else None, n_classes=nc, members=members, dims=dims, hflip=hflip, hidden=hidden)
+    m.arch = dict(name='probe', backbone=backbone if bb is not None else None, n_classes=nc, members=members, dims=dims,
+                  hflip=hflip, hidden=hidden)
     return m.eval()
 
 # %% ../nbs/02_transfer.ipynb #e8b67121
@@ -551,24 +622,32 @@ def predict_logits(model:nn.Module, # any module taking normalized (N, 3, size, 
                    mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalization (a checkpoint's `meta` has both)
                    bs:int=64, # images loaded, normalized and run per batch
                    device=None, # default `default_device()`
+                   crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop (`meta['crop_pct']`)
                   ) -> np.ndarray:
     "The one batched predict: logits (n, C) float32 of `model` on the un-augmented items `idxs`, loaded batch by batch."
     device = device or default_device(); model = model.to(device).eval(); idxs = np.asarray(idxs, dtype=np.int64)
-    out = [model(normalize(ds.images(idxs[i:i+bs], size), mean, std).to(device)).float().cpu().numpy() for i in range(0, len(idxs), bs)]
+    out = [model(normalize(ds.images(idxs[i:i+bs], size, crop_pct), mean, std).to(device)).float().cpu().numpy()
+           for i in range(0, len(idxs), bs)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 def predict(model:nn.Module, ds:Dataset, idxs, # see `predict_logits`
             size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, bs:int=64, # see `predict_logits`
+            crop_pct:float|None=None, # see `predict_logits`
            ) -> np.ndarray:
     "Class probabilities (n, C) of `model` on items `idxs` (softmax of `predict_logits`)."
-    return torch.tensor(predict_logits(model, ds, idxs, size, mean, std, bs)).softmax(-1).numpy()
+    return torch.tensor(predict_logits(model, ds, idxs, size, mean, std, bs, crop_pct=crop_pct)).softmax(-1).numpy()
 
 def accuracy(model:nn.Module, ds:Dataset, idxs, # see `predict_logits`
              size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, bs:int=64, # see `predict_logits`
+             crop_pct:float|None=None, # see `predict_logits`
             ) -> float:
     "Top-1 accuracy of `model` on the labeled items `idxs` (fraction in 0..1)."
     idxs = np.asarray(idxs, dtype=np.int64)
-    return float((predict_logits(model, ds, idxs, size, mean, std, bs).argmax(1) == ds.labels[idxs]).mean())
+    return float((predict_logits(model, ds, idxs, size, mean, std, bs, crop_pct=crop_pct).argmax(1) == ds.labels[idxs]).mean())
+
+def model_input(meta:dict) -> dict:
+    "The preprocessing a checkpoint's `meta` records, as keyword arguments for `predict_logits`, `predict` and `accuracy`."
+    return dict(size=int(meta['size']), mean=tuple(meta['mean']), std=tuple(meta['std']), crop_pct=meta.get('crop_pct'))
 
 # %% ../nbs/02_transfer.ipynb #51
 def default_tfm(flip:bool=False, # also mirror left-right
@@ -577,11 +656,11 @@ def default_tfm(flip:bool=False, # also mirror left-right
                ):
     "Light albumentations augmentation on RGB uint8 arrays (a callable for `make_dls`)."
     import albumentations as A
-    aug = A.Compose([A.Affine(translate_percent=(-shift, shift), scale=(0.9, 1.1), rotate=(-rotate, rotate), p=1.0)] + ([A.HorizontalFlip()] if flip else []))
+    ops = [A.Affine(translate_percent=(-shift, shift), scale=(0.9, 1.1), rotate=(-rotate, rotate), p=1.0)]
+    aug = A.Compose(ops + ([A.HorizontalFlip()] if flip else []))
     return lambda im: aug(image=im)['image']
 
-STRATEGIES = ('probe', 'head', 'gradual')
-
+# %% ../nbs/02_transfer.ipynb #52
 from fastai.callback.core import Callback
 class History(Callback):
     "Training loss per batch and recorder values per epoch across every phase (fastai's `Recorder` restarts at each fit)."
@@ -591,50 +670,112 @@ class History(Callback):
     def after_batch(self):
         if self.training: self.losses.append(float(self.learn.loss))
     def after_epoch(self): self.epochs.append([float(v) for v in self.learn.recorder.values[-1]])
-from contextlib import ExitStack
 
-# %% ../nbs/02_transfer.ipynb #52
+# %% ../nbs/02_transfer.ipynb #53
+from fastai.callback.tracker import TrackerCallback
+class KeepBest(TrackerCallback):
+    "The best epoch's weights by `monitor`, kept in memory across fits (the start counts as epoch 0) and restored after each fit."
+    order = TrackerCallback.order + 1
+    def __init__(self, monitor:str='valid_loss', # a recorder column: 'valid_loss' or a metric name
+                ): super().__init__(monitor=monitor, reset_on_fit=False)
+    def start(self, value:float): # the starting model's `monitor` value
+        "Record the starting model as epoch 0."
+        self.best, self.best_epoch, self.n_epochs_seen = value, 0, 0
+        self.state = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+    def after_epoch(self):
+        super().after_epoch()
+        self.n_epochs_seen += 1
+        if self.new_best:
+            self.best_epoch = self.n_epochs_seen
+            self.state = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+    def after_fit(self): self.learn.model.load_state_dict(self.state)
+
+# %% ../nbs/02_transfer.ipynb #c0722fcc
+def holdout(ds:Dataset, # the dataset
+            idxs, # the labeled items
+            frac:float=0.2, # fraction of each class held out (at least one item of every class with two or more)
+            seed:int=0, # seed of the draw
+           ) -> tuple:
+    "(train, valid) item arrays: a stratified fraction of `idxs` held out for validation."
+    idxs, rng, valid = np.asarray(idxs), np.random.default_rng(seed), []
+    for c in np.unique(ds.labels[idxs]):
+        own = rng.permutation(idxs[ds.labels[idxs] == c])
+        valid += list(own[:max(1, int(round(frac * len(own))))] if len(own) >= 2 else [])
+    valid = np.sort(np.asarray(valid, dtype=np.int64))
+    return np.setdiff1d(idxs, valid), valid
+
+def is_photo(ds:Dataset) -> bool:
+    "Whether `ds` holds photo-sized images (median short side ≥ `SMALL_SIDE`), where mirroring keeps the class."
+    return median_short_side(ds) >= SMALL_SIDE
+
+# %% ../nbs/02_transfer.ipynb #8e99da53
+BN_MODES = {'train': dict(train_bn=True), # fastai's default: BatchNorm of frozen groups keeps training (batch statistics, affine)
+            'frozen': dict(train_bn=False)} # frozen groups' BatchNorm in eval mode on ImageNet's statistics (fastai's `BnFreeze`)
+
+def _phases(learn, strategy:str, epochs:int, lr:float, lr_mult:float, n_groups:int):
+    "Run the one-cycle phases of `head` (one) or `gradual` (one per layer group, unfreezing from the top)."
+    per = np.array_split(np.arange(epochs), 1 if strategy == 'head' else n_groups + 1)
+    for i, ep in enumerate(per):
+        if not len(ep): continue
+        if i: learn.freeze_to(-(i + 1))
+        learn.fit_one_cycle(len(ep), lr if i == 0 else slice(lr / lr_mult / (i + 1), lr / (i + 1)))
+
+def _validate(learn, quiet:list) -> list:
+    "[valid_loss, accuracy] of the model as it is (fastai's `validate` fires fit and epoch events: `quiet` callbacks sit it out)."
+    with learn.removed_cbs(quiet): return learn.validate()
+
+def _report(learn, start:list, keep) -> dict:
+    "Where fine-tuning started and ended on the validation items, and whether it ended below the start."
+    end = _validate(learn, [keep, learn.history])
+    return dict(valid_n=len(learn.dls.valid_ds), start_valid_loss=float(start[0]), start_valid_accuracy=float(start[1]),
+                valid_loss=float(end[0]), valid_accuracy=float(end[1]), best_epoch=keep.best_epoch, epochs_run=keep.n_epochs_seen,
+                restored_start=keep.best_epoch == 0, below_start=float(end[1]) < float(start[1]))
+
+# %% ../nbs/02_transfer.ipynb #d20fb728
 def fine_tune(ds:Dataset, # the dataset
-              idxs, # labeled items to train on
+              idxs, # labeled items (validation items are held out of them unless `valid_idx` is given)
               strategy:str='gradual', # 'head' or 'gradual'
               backbone:str='lite0', # a key of `BACKBONES`
               size:int=32, # input size
               epochs:int=8, # total epochs over all phases
-              lr:float=1e-2, # learning rate of the head (and top group); 3e-3 left lite0 at 0.77 on 870 digits after 4 epochs (32 px)
+              lr:float=1e-2, # learning rate of the head (and top group)
               lr_mult:float=10, # the earliest group's rate is lr/lr_mult (discriminative learning rates)
-              valid_idx=None, # items to report on after each epoch (default: a few training items; never used to choose anything)
-              tfm='default', # augmentation: 'default' (`default_tfm()`), None, or a callable
+              valid_idx=None, # validation items (e.g. `Split.valid`); None holds out a fifth of `idxs` (`holdout`)
+              tfm='default', # augmentation: 'default' (`default_tfm`, mirrored for photos), None, or a callable
               pretrained:bool|str=True, # see `create_backbone`
               n_groups:int=3, # backbone groups for gradual unfreezing
-              bs:int=32,
-              seed:int=0,
+              bs:int=32, # batch size
+              seed:int=0, # seed of initialisation, shuffling and the hold-out draw
               show_progress:bool=True, # fastai's progress bar
               init_probe:bool=True, # start the head from the linear probe on cached features
-              cache:FeatureCache|None=None,
+              cache:FeatureCache|None=None, # default: the shared on-disk cache
               cbs=None, # extra fastai callbacks
+              crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+              bn:str='train', # BatchNorm of frozen layer groups, a key of `BN_MODES`
+              monitor:str='valid_loss', # what chooses the best epoch: 'valid_loss' or 'accuracy'
              ) -> Learner:
-    "A fastai `Learner` trained with the `head` or `gradual` strategy; `learn.history` holds every phase's losses, `learn.model.arch` is set for `save_model`."
+    "A fastai `Learner` trained with `head` or `gradual`, ending on its best validation epoch; `learn.report` says how it went."
     from smallwb.core import set_seed
     if strategy not in ('head', 'gradual'): raise ValueError(f"unknown fine-tuning strategy {strategy!r}: use 'head' or 'gradual' (or fit_probe for 'probe')")
-    check_size(backbone, size); spec = backbone_spec(backbone); set_seed(seed); idxs = np.asarray(idxs)
+    if bn not in BN_MODES: raise ValueError(f"bn={bn!r}: use one of {', '.join(BN_MODES)}")
+    check_size(backbone, size); spec = backbone_spec(backbone); set_seed(seed)
+    train, valid = holdout(ds, idxs, seed=seed) if valid_idx is None else (np.asarray(idxs), np.asarray(valid_idx))
+    if not len(valid): raise ValueError(f"fine-tuning needs validation items: {len(train)} labeled items leave none to hold out; pass valid_idx")
     model = create_classifier(backbone, len(ds.classes), pretrained)
-    if init_probe:  # a probe on the *raw* cached features: folding a standardization would give huge weights to near-constant features, and the first batches would blow up
-        F = features(ds, idxs, backbone, size, pretrained, cache=cache)
-        model.head[1].load_state_dict(fit_head(F, ds.labels[idxs], len(ds.classes), standardize=False, seed=seed)[0].state_dict())
+    if init_probe:  # the probe on the cached features of the training items
+        F = features(ds, train, backbone, size, pretrained, cache=cache, crop_pct=crop_pct)
+        model.head[1].load_state_dict(fit_head(F, ds.labels[train], len(ds.classes), seed=seed)[0].state_dict())
     model.arch = dict(name='classifier', backbone=backbone, n_classes=len(ds.classes))
-    valid_idx = idxs[:min(len(idxs), 2*bs)] if valid_idx is None else valid_idx
-    dls = make_dls(ds, idxs, valid_idx, size, spec.mean, spec.std, default_tfm() if tfm == 'default' else tfm, bs, seed)
-    # BatchNorm stays in train mode, as fastai's default: keeping it on ImageNet's running statistics (fastai's `BnFreeze`, or every BN
-    # in eval mode) starts closer to the probe but ended 12–25 points lower on digits after unfreezing (side runs at 64 px)
-    learn = make_learner(model, dls, n_groups, cbs=[History()] + list(cbs or []))
-    phases = 1 if strategy == 'head' else n_groups + 1
-    per = np.array_split(np.arange(epochs), phases)
+    aug = default_tfm(flip=is_photo(ds)) if tfm == 'default' else tfm
+    dls = make_dls(ds, train, valid, size, spec.mean, spec.std, aug, bs, seed, crop_pct=crop_pct)
+    keep, hist = KeepBest(monitor), History()
+    learn = make_learner(model, dls, n_groups, cbs=[hist, keep] + list(cbs or []), **BN_MODES[bn])
     with ExitStack() as quiet:
         if not show_progress: quiet.enter_context(learn.no_bar()); quiet.enter_context(learn.no_logging())
-        for i, ep in enumerate(per):
-            if not len(ep): continue
-            if i: learn.freeze_to(-(i + 1))
-            learn.fit_one_cycle(len(ep), lr if i == 0 else slice(lr / lr_mult / (i + 1), lr / (i + 1)))
+        start = _validate(learn, [keep, hist])
+        keep.start(float(start[0] if monitor == 'valid_loss' else start[1]))
+        _phases(learn, strategy, epochs, lr, lr_mult, n_groups)
+        learn.report = _report(learn, start, keep)
     return learn
 
 # %% ../nbs/02_transfer.ipynb #59
@@ -643,14 +784,14 @@ FINETUNE_MIN = 1000  # labeled items from which `auto` also cross-validates fine
 @dataclass
 class Recipe:
     "A named way to train a model: a probe (`members`, `hflip`, `C`, `hidden`) or a fine-tuning `strategy`."
-    name: str
+    name: str  # what tables and metrics call it
     kind: str = 'probe'  # 'probe' or 'finetune'
-    members: list = field(default_factory=lambda: [['pool']])
-    hflip: bool = False
-    C: float = 0.5
-    hidden: int = 0
-    strategy: str = 'head'
-    epochs: int = 8
+    members: list = field(default_factory=lambda: [['pool']])  # a probe's sources per head (see `Probe`)
+    hflip: bool = False  # flip test-time augmentation of a probe's features
+    C: float = 0.5  # a probe's inverse L2 strength
+    hidden: int = 0  # 0: linear heads; >0: MLP heads
+    strategy: str = 'head'  # a fine-tuning strategy: 'head' or 'gradual'
+    epochs: int = 8  # fine-tuning epochs
 
 def _taps(backbone:str) -> list:
     t = getattr(backbone_spec(backbone), 'taps', None)
@@ -658,82 +799,127 @@ def _taps(backbone:str) -> list:
     n = len(tap_dims(create_backbone(backbone, False)))
     return [n // 2, n // 2 + 1]
 
-def candidates(backbone:str='lite0', n_labeled:int=0, flips=(False, True), finetune:bool|None=None, epochs:int=8) -> list:
-    "The recipes `auto` compares (fine-tuning ones when `finetune`, default: from `FINETUNE_MIN` labeled items)."
+# %% ../nbs/02_transfer.ipynb #60
+def candidates(backbone:str='lite0', # a key of `BACKBONES`
+               n_labeled:int=0, # labeled items: fine-tuning recipes join from `FINETUNE_MIN`
+               flips=(False,), # flip test-time augmentation settings to try for the backbone recipes
+               finetune:bool|None=None, # force fine-tuning recipes in (True) or out (False); None: by `n_labeled`
+               epochs:int=8, # epochs of the fine-tuning recipes
+              ) -> list:
+    "The recipes `auto` compares, the prior (`probe`, no flip) first."
     t = [f'tap{i}' for i in _taps(backbone)]
-    rs = [Recipe('pixels', members=[['pixels8']], C=1.0)]
+    rs = []
     for f in flips:
         sfx = '+flip' if f else ''
         rs += [Recipe('probe' + sfx, members=[['pool']], hflip=f), Recipe('taps' + sfx, members=[t], hflip=f),
                Recipe('ensemble' + sfx, members=[[s] for s in t] + [['pixels8']], hflip=f)]
+    rs.append(Recipe('pixels', members=[['pixels8']], C=1.0))
     if finetune or (finetune is None and n_labeled >= FINETUNE_MIN):
         rs += [Recipe(s, 'finetune', strategy=s, epochs=epochs) for s in ('head', 'gradual')]
-    return rs
+    return sorted(rs, key=lambda r: r.name != 'probe')
 
-# %% ../nbs/02_transfer.ipynb #60
+# %% ../nbs/02_transfer.ipynb #a0150d06
 def _folds(y:np.ndarray, k:int, seed:int) -> list:
     from sklearn.model_selection import StratifiedKFold
     k = min(k, int(np.bincount(y).min()))
     if k < 2: raise ValueError(f"cross-validation needs at least 2 labeled items per class; the smallest class has {np.bincount(y).min()}")
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
-def _cv_probs(ds, idxs, r:Recipe, folds, backbone, size, pretrained, cache, seed) -> np.ndarray:
-    "Out-of-fold class probabilities of recipe `r` for every labeled item."
+def _cv_probs(ds, idxs, r:Recipe, folds, backbone, size, pretrained, cache, seed, crop_pct) -> np.ndarray:
+    "Out-of-fold class probabilities (n, C) of recipe `r` for every labeled item."
     y, nc, out = ds.labels[idxs], len(ds.classes), np.zeros((len(idxs), len(ds.classes)), np.float32)
     if r.kind == 'probe':
-        feats = source_features(ds, idxs, _sources(r.members), backbone, size, pretrained, r.hflip, cache)
+        feats = source_features(ds, idxs, _sources(r.members), backbone, size, pretrained, r.hflip, cache, crop_pct)
         for tr, va in folds:
             heads = fit_heads({k: v[tr] for k, v in feats.items()}, y[tr], r.members, nc, r.C, r.hidden, seed)
             out[va] = predict_heads(heads, {k: v[va] for k, v in feats.items()}, r.members)
-    else:
-        spec = backbone_spec(backbone)
-        for tr, va in folds:
-            learn = fine_tune(ds, idxs[tr], r.strategy, backbone, size, r.epochs, pretrained=pretrained, seed=seed, show_progress=False, cache=cache)
-            out[va] = predict(learn.model, ds, idxs[va], size, spec.mean, spec.std)
+        return out
+    spec = backbone_spec(backbone)
+    for tr, va in folds:
+        learn = fine_tune(ds, idxs[tr], r.strategy, backbone, size, r.epochs, pretrained=pretrained, seed=seed,
+                          show_progress=False, cache=cache, crop_pct=crop_pct)
+        out[va] = predict(learn.model, ds, idxs[va], size, spec.mean, spec.std, crop_pct=crop_pct)
     return out
 
+# %% ../nbs/02_transfer.ipynb #3c50f55a
 def cross_validate(ds:Dataset, # the dataset
                    idxs, # the labeled items (the only ones looked at)
-                   recipes:list, # `Recipe`s to compare
-                   backbone:str='lite0', size:int=32, pretrained:bool|str=True,
+                   recipes:list, # `Recipe`s to compare; the first is the prior the others are measured against
+                   backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the frozen backbone and its input size
                    k:int=5, # folds (at most the smallest class count)
-                   seed:int=0, cache:FeatureCache|None=None,
+                   seed:int=0, # seed of the folds and of training
+                   cache:FeatureCache|None=None, # default: the shared on-disk cache
+                   crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
                   ):
-    "A table of recipes with their cross-validated accuracy and log-loss on the labeled items, best first."
+    "A table, in `recipes` order: out-of-fold accuracy ± its standard error, log-loss, and the paired gain over the first recipe ± SE."
     import pandas as pd, time
     from fastprogress.fastprogress import progress_bar
-    idxs = np.asarray(idxs); y = ds.labels[idxs]; folds = _folds(y, k, seed); rows = []
+    idxs = np.asarray(idxs); y = ds.labels[idxs]; folds = _folds(y, k, seed); rows, right = [], {}
     for r in progress_bar(recipes, leave=False):
-        t0 = time.time(); p = _cv_probs(ds, idxs, r, folds, backbone, size, pretrained, cache, seed)
-        rows.append(dict(recipe=r.name, cv_accuracy=float((p.argmax(1) == y).mean()),
-                         cv_logloss=float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()), cv_seconds=time.time() - t0))
-    return pd.DataFrame(rows).sort_values(['cv_accuracy', 'cv_logloss'], ascending=[False, True], kind='stable').reset_index(drop=True)
+        t0 = time.time()
+        p = _cv_probs(ds, idxs, r, folds, backbone, size, pretrained, cache, seed, crop_pct)
+        right[r.name] = (p.argmax(1) == y).astype(float)
+        d = right[r.name] - right[recipes[0].name]
+        acc = right[r.name].mean()
+        rows.append(dict(recipe=r.name, cv_accuracy=float(acc), cv_se=float(np.sqrt(acc * (1 - acc) / len(y))),
+                         cv_logloss=float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()),
+                         gain=float(d.mean()), gain_se=float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.,
+                         cv_seconds=time.time() - t0))
+    return pd.DataFrame(rows)
 
-# %% ../nbs/02_transfer.ipynb #61
-def fit_recipe(ds:Dataset, idxs, r:Recipe, backbone:str='lite0', size:int=32, pretrained:bool|str=True, cache=None, seed:int=0, **kwargs) -> nn.Module:
-    "Train recipe `r` on all of `idxs`; the model's `arch` is set for `save_model`."
-    if r.kind == 'probe': return fit_probe(ds, idxs, r.members, backbone, size, r.hflip, r.C, r.hidden, pretrained, cache, seed)
-    return fine_tune(ds, idxs, r.strategy, backbone, size, r.epochs, pretrained=pretrained, cache=cache, seed=seed, **kwargs).model.eval()
+def choose(cv, # a `cross_validate` table, the prior first
+           z:float=2.0, # how many standard errors a paired gain must exceed to overrule the prior
+          ) -> str:
+    "The recipe CV can tell is better than the prior (the largest accuracy among those whose gain > z·SE), else the prior."
+    clear = cv[(cv.gain > z * cv.gain_se) & (cv.gain > 0)]
+    if not len(clear): return cv.recipe.iloc[0]
+    return clear.sort_values(['cv_accuracy', 'cv_logloss'], ascending=[False, True], kind='stable').recipe.iloc[0]
+
+# %% ../nbs/02_transfer.ipynb #c2944dda
+def fit_recipe(ds:Dataset, # the dataset
+               idxs, # the labeled items to train on
+               r:Recipe, # what to train
+               backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the backbone and its input size
+               cache=None, seed:int=0, # feature cache, training seed
+               crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+               **kwargs, # passed to `fine_tune` (valid_idx, bn, ...)
+              ) -> nn.Module:
+    "Train recipe `r` on all of `idxs`; the model's `arch` is set for `save_model` (and `.report` for fine-tuning)."
+    if r.kind == 'probe':
+        return fit_probe(ds, idxs, r.members, backbone, size, r.hflip, r.C, r.hidden, pretrained, cache, seed, crop_pct)
+    learn = fine_tune(ds, idxs, r.strategy, backbone, size, r.epochs, pretrained=pretrained, cache=cache, seed=seed, crop_pct=crop_pct, **kwargs)
+    m = learn.model.eval(); m.report = learn.report
+    return m
 
 def auto(ds:Dataset, # the dataset
          idxs, # labeled items: the only ones used, to choose and to train
-         backbone:str='lite0', size:int=32, pretrained:bool|str=True,
-         recipes:list|None=None, # default: `candidates(backbone, len(idxs))`
-         k:int=5, seed:int=0, cache:FeatureCache|None=None,
+         backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the backbone and its input size
+         recipes:list|None=None, # default: `candidates(backbone, len(idxs))`; the first is the prior
+         k:int=5, # cross-validation folds (at most the smallest class count)
+         seed:int=0, cache:FeatureCache|None=None, # seed; feature cache
+         crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+         z:float=2.0, # standard errors a recipe's paired gain over the prior must exceed (see `choose`)
          **kwargs, # passed to `fine_tune` when a fine-tuning recipe wins
         ) -> tuple:
-    "Choose a recipe by cross-validation on the labeled items, refit it on all of them: (model, recipe, CV table)."
+    "Choose a recipe on the labeled items (the prior unless CV can tell better), refit it on all of them: (model, recipe, CV table)."
     recipes = recipes or candidates(backbone, len(idxs))
-    cv = cross_validate(ds, idxs, recipes, backbone, size, pretrained, k, seed, cache)
-    best = next(r for r in recipes if r.name == cv.recipe[0])
-    return fit_recipe(ds, idxs, best, backbone, size, pretrained, cache, seed, **kwargs), best, cv
+    if len(recipes) == 1 or np.bincount(ds.labels[np.asarray(idxs)]).min() < 2: cv = None; best = recipes[0]
+    else:
+        cv = cross_validate(ds, idxs, recipes, backbone, size, pretrained, k, seed, cache, crop_pct)
+        best = next(r for r in recipes if r.name == choose(cv, z))
+    return fit_recipe(ds, idxs, best, backbone, size, pretrained, cache, seed, crop_pct, **kwargs), best, cv
 
-def plot_cv(cv, ax=None):
-    "Bar chart of the cross-validated accuracy `auto` compared, the chosen recipe highlighted."
+def plot_cv(cv, # a `cross_validate` table
+            chosen:str|None=None, # the recipe to highlight; default `choose(cv)`
+            ax=None, # a matplotlib axis to draw on
+           ):
+    "Bar chart of the cross-validated accuracy ± SE of each recipe, the chosen one highlighted."
     import matplotlib.pyplot as plt
+    chosen = chosen or choose(cv)
     if ax is None: _, ax = plt.subplots(figsize=(6, 0.35*len(cv) + 1))
     d = cv.iloc[::-1]
-    ax.barh(d.recipe, d.cv_accuracy, color=['tab:orange' if r == cv.recipe[0] else 'tab:blue' for r in d.recipe])
-    for i, v in enumerate(d.cv_accuracy): ax.text(v, i, f' {v:.3f}', va='center', fontsize=8)
-    ax.set_xlim(max(0, d.cv_accuracy.min() - 0.1), 1); ax.set_xlabel('cross-validated accuracy (labeled items only)'); ax.set_title('recipes auto compared')
+    ax.barh(d.recipe, d.cv_accuracy, xerr=d.cv_se, capsize=3, color=['tab:orange' if r == chosen else 'tab:blue' for r in d.recipe])
+    for i, (v, g, se) in enumerate(zip(d.cv_accuracy, d.gain, d.gain_se)): ax.text(v, i, f'  {v:.3f} (gain {g:+.3f} ± {se:.3f})', va='center', fontsize=8)
+    ax.set_xlim(max(0, (d.cv_accuracy - d.cv_se).min() - 0.1), 1.15)
+    ax.set_xlabel('cross-validated accuracy ± SE (labeled items only)'); ax.set_title(f'recipes auto compared; chose {chosen!r}')
     return ax.figure
