@@ -432,6 +432,10 @@ def budget_split(ds:Dataset, # dataset with labels (hidden or not) for at least 
                  test_seed:int=0, # seed of the test draw: keep it fixed to score every run on the same images
                 ) -> Split:
     "Stratified, deterministic labeled / pool / test (/ valid) split; `ValueError` when a class has too few items."
+    for name, v in (('labels_per_class', labels_per_class), ('budget', budget)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValueError(f"{name}={v!r}: must be a whole number of at least 1" + (' (or None for all)' if name == 'labels_per_class' else ''))
+    if not 0 <= test_size < 1: raise ValueError(f"test_size={test_size!r}: must be a fraction in [0, 1)")
     y = ds.labels
     test, valid = _test_draw(ds, test_size, test_seed), np.flatnonzero(ds.splits == 'valid')
     rest = np.setdiff1d(np.flatnonzero((y >= 0) & ~np.isin(ds.splits, ('pool', 'valid'))), test)
