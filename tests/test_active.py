@@ -261,3 +261,24 @@ def test_active_stage_on_a_small_labeled_folder_simulates_within_what_there_is(t
     assert m['mode'] == 'simulate' and m['budget'] == 8 and 'using 8' in m['budget_note'], m
     c = pd.read_csv(run/'active'/'curves.csv')
     assert c.n_labels.max() == 8 and set(c.strategy) == {'random', 'weighted_kmeans'}
+
+
+PHOTOS = Path(__file__).resolve().parents[2]/'shared'/'data'/'hymenoptera'
+
+@pytest.mark.skipif(not PHOTOS.is_dir(), reason=f'real photos not found at {PHOTOS} (CI has ../shared beside it)')
+def test_active_stage_on_real_photos_with_a_pool(tmp_path):
+    "Real photos (a few from hymenoptera, copied) with a pool/: lite0 features at its native size, the backbone space."
+    import shutil
+    root = tmp_path/'bugs'
+    for cls in ('ants', 'bees'):
+        files = sorted((PHOTOS/'train'/cls).iterdir())
+        for sub, fs in ((cls, files[:5]), ('pool', files[5:9])):
+            (root/sub).mkdir(parents=True, exist_ok=True)
+            for f in fs: shutil.copy(f, root/sub/f.name)
+    run = run_active(tmp_path, 'bugs', root, feature_spaces='pixels,backbone', budget=0, batch_size=0)
+    m = read_json(run/'active'/'metrics.json')
+    assert m['mode'] == 'label' and m['feature_space'] == 'backbone', m
+    assert (m['backbone'], m['backbone_size']) == ('lite0', 224), m
+    q = pd.read_csv(run/'active'/'queries.csv')
+    assert len(q) == m['budget'] - 4 == 8 and all(i.startswith('pool/') for i in q['item'])
+    assert q['guess'].isin(['ants', 'bees']).all()
