@@ -18,13 +18,14 @@ from .data import Dataset
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'SMALL_SIDE', 'PACKAGE_WEIGHTS', 'ARCHS', 'BN_MODES', 'FINETUNE_MIN',
            'BackboneSpec', 'backbone_spec', 'median_short_side', 'choose_size', 'package_key', 'package_state_dict',
-           'read_checkpoint', 'create_backbone', 'stage_depths', 'weights_id', 'imagenet_model', 'normalize',
-           'ImageItems', 'feature_dim', 'Classifier', 'create_classifier', 'check_size', 'save_model', 'load_model',
-           'input_key', 'embed_cached', 'features', 'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims',
-           'tap_features', 'fold_standardization', 'source_dim', 'Probe', 'create_probe', 'fit_head', 'source_features',
-           'fit_heads', 'predict_heads', 'fit_probe', 'predict_logits', 'predict', 'accuracy', 'model_input',
-           'default_tfm', 'History', 'KeepBest', 'holdout', 'is_photo', 'fine_tune', 'Recipe', 'candidates',
-           'cross_validate', 'choose', 'fit_recipe', 'auto', 'plot_cv']
+           'read_checkpoint', 'create_backbone', 'stage_depths', 'weights_id', 'imagenet_model', 'n_params',
+           'cpu_latency_ms', 'backbone_table', 'normalize', 'ImageItems', 'feature_dim', 'Classifier',
+           'create_classifier', 'check_size', 'save_model', 'load_model', 'input_key', 'embed_cached', 'features',
+           'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims', 'backbone_tap_dims', 'tap_features',
+           'fold_standardization', 'source_dim', 'Probe', 'create_probe', 'fit_head', 'source_features', 'fit_heads',
+           'predict_heads', 'fit_probe', 'predict_logits', 'predict', 'accuracy', 'model_input', 'default_tfm',
+           'History', 'KeepBest', 'holdout', 'is_photo', 'fine_tune', 'Recipe', 'candidates', 'cross_validate',
+           'choose', 'fit_recipe', 'auto', 'plot_cv', 'valid_score', 'learning_curve']
 
 # %% ../nbs/02_transfer.ipynb #5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -189,6 +190,41 @@ def imagenet_model(name:str='lite0', # a key of `BACKBONES` whose weights ship i
     m.load_state_dict(package_state_dict(spec.arch, stage_depths(m)), strict=True)
     return m.eval()
 
+# %% ../nbs/02_transfer.ipynb #5a6c66b4
+def n_params(model:nn.Module, # any torch module
+            ) -> int:
+    "Number of parameters."
+    return sum(p.numel() for p in model.parameters())
+
+@torch.no_grad()
+def cpu_latency_ms(model:nn.Module, # any module taking (1, 3, size, size) images
+                   size:int, # input size (square, 3 channels)
+                   n:int=50, # timed runs
+                   warmup:int=5, # untimed runs first
+                   threads:int|None=1, # torch CPU threads (1: comparable on a busy machine)
+                  ) -> float:
+    "Median batch-1 CPU latency of `model` in milliseconds (torch eager)."
+    import time
+    from smallwb.core import torch_threads
+    model = model.cpu().eval(); x = torch.randn(1, 3, size, size); ts = []
+    with torch_threads(threads):
+        for i in range(warmup + n):
+            t = time.perf_counter(); model(x); ts.append(time.perf_counter() - t)
+    return float(np.median(ts[warmup:]) * 1000)
+
+def backbone_table(names=('lite0', 'lite1', 'lite2'), # keys of `BACKBONES`
+                   n:int=20, # timed runs per backbone (0: no latency column)
+                  ):
+    "One row per backbone: timm architecture, weights, native input and crop, normalization, parameters, batch-1 CPU latency."
+    import pandas as pd
+    rows = []
+    for name in names:
+        spec = backbone_spec(name); m = create_backbone(name, spec.weights == 'package')
+        rows.append(dict(backbone=name, arch=spec.arch, weights=spec.weights, native_size=spec.size, crop_pct=spec.crop_pct,
+                         mean=spec.mean, std=spec.std, params_M=round(n_params(m) / 1e6, 2),
+                         **({'cpu_batch1_ms': round(cpu_latency_ms(m, spec.size, n, 3), 1)} if n else {})))
+    return pd.DataFrame(rows).set_index('backbone')
+
 # %% ../nbs/02_transfer.ipynb #16
 def normalize(ims:np.ndarray, mean, std) -> torch.Tensor:
     "uint8 images (N, H, W, 3) → normalized float tensor (N, 3, H, W)."
@@ -312,7 +348,8 @@ def embed_cached(ds:Dataset, idxs, # the items to embed (None: all)
         chunks = [idxs[pos][i:i+bs] for i in range(0, len(pos), bs)]
         if len(chunks) > 2:
             from fastprogress.fastprogress import progress_bar
-            chunks = progress_bar(chunks, comment=f'{backbone} features')
+            chunks = progress_bar(chunks, leave=False)
+            chunks.comment = f'{backbone} features at {input_key(size, crop_pct)}'  # fastprogress shows it beside the bar
         return np.concatenate([batch(c) for c in chunks])
     key = f'{weights_id(backbone, pretrained)}|{input_key(size, crop_pct)}|hflip={hflip}{tag}' + (f'|view={view_key}' if view else '')
     return cache.get(key, [ds.hashes[i] for i in idxs], compute)
@@ -396,9 +433,19 @@ def pool_taps(model:nn.Module, x:torch.Tensor, indices=None) -> torch.Tensor:
     "Average- and max-pooled stage outputs, concatenated: (n, sum of 2 × channels)."
     return torch.cat([torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1) for h in _intermediates(model, x, indices)], 1)
 
-def tap_dims(model:nn.Module, size:int=32) -> list:
+def tap_dims(model:nn.Module, # a timm backbone
+             size:int=32, # input size
+            ) -> list:
     "Feature width of each tap (2 × channels of each stage output), from one dummy forward pass."
     with torch.no_grad(): return [2*h.shape[1] for h in _intermediates(model.eval(), torch.zeros(1, 3, size, size))]
+
+from functools import lru_cache
+@lru_cache(maxsize=None)
+def backbone_tap_dims(backbone:str, # a key of `BACKBONES`
+                      size:int=32, # input size
+                     ) -> tuple:
+    "`tap_dims` of a backbone by name, computed once per process (widths do not depend on the weights)."
+    return tuple(tap_dims(create_backbone(backbone, False), size))
 
 # %% ../nbs/02_transfer.ipynb #35
 def tap_features(ds:Dataset, # the dataset
@@ -417,8 +464,7 @@ def tap_features(ds:Dataset, # the dataset
     def embed(m, x): return pool_taps(m, x.to(default_device())).cpu().numpy()
     allf = embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '|taps', embed, crop_pct, view, view_key, bs)
     if taps is None: return allf
-    dims = tap_dims(create_backbone(backbone, False), size)
-    ends = np.cumsum([0] + dims)
+    ends = np.cumsum([0] + list(backbone_tap_dims(backbone, size)))
     return np.concatenate([allf[:, ends[t]:ends[t+1]] for t in taps], 1)
 
 # %% ../nbs/02_transfer.ipynb #38
@@ -549,7 +595,7 @@ def source_features(ds:Dataset, # the dataset
     spec, out, kw = backbone_spec(backbone), {}, dict(crop_pct=crop_pct, view=view, view_key=view_key)
     taps = sorted({_tap_index(s) for s in sources if s.startswith('tap')})
     if taps:
-        F, dims = tap_features(ds, idxs, taps, backbone, size, pretrained, hflip, cache, **kw), tap_dims(create_backbone(backbone, False), size)
+        F, dims = tap_features(ds, idxs, taps, backbone, size, pretrained, hflip, cache, **kw), backbone_tap_dims(backbone, size)
         ends = np.cumsum([0] + [dims[t] for t in taps])
         out.update({f'tap{t}': F[:, ends[i]:ends[i+1]] for i, t in enumerate(taps)})
     if 'pool' in sources: out['pool'] = features(ds, idxs, backbone, size, pretrained, hflip, cache, **kw)
@@ -796,7 +842,7 @@ class Recipe:
 def _taps(backbone:str) -> list:
     t = getattr(backbone_spec(backbone), 'taps', None)
     if t: return list(t)
-    n = len(tap_dims(create_backbone(backbone, False)))
+    n = len(backbone_tap_dims(backbone))
     return [n // 2, n // 2 + 1]
 
 # %% ../nbs/02_transfer.ipynb #60
@@ -923,3 +969,53 @@ def plot_cv(cv, # a `cross_validate` table
     ax.set_xlim(max(0, (d.cv_accuracy - d.cv_se).min() - 0.1), 1.15)
     ax.set_xlabel('cross-validated accuracy ± SE (labeled items only)'); ax.set_title(f'recipes auto compared; chose {chosen!r}')
     return ax.figure
+
+# %% ../nbs/02_transfer.ipynb #10e9a1ed
+def valid_score(ds:Dataset, # the dataset
+                split, # its `data.Split`: `valid` when the folder has a validation set, else the `labeled` items are cross-validated
+                r:Recipe, # a probe recipe
+                backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the frozen backbone and its input size
+                crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+                views=(), # augmented views of the training items, (view, view_key) pairs (see `fit_probe`)
+                k:int=5, # folds when cross-validating
+                seed:int=0, # seed of the folds
+                cache:FeatureCache|None=None, # default: the shared on-disk cache
+                idxs=None, # train on these labeled items instead of `split.labeled`
+               ) -> tuple:
+    "(accuracy in 0..1, what it was measured on): the validation folder when there is one, else k-fold CV on the labeled items."
+    lab, y, nc = np.asarray(split.labeled if idxs is None else idxs), ds.labels, len(ds.classes)
+    srcs = _sources(r.members)
+    def feats(ii, v=None, key=''): return source_features(ds, ii, srcs, backbone, size, pretrained, r.hflip, cache, crop_pct, v, key)
+    F, Fv = feats(lab), [feats(lab, v, key) for v, key in views]  # every labeled item and its views, once
+    def fit(pos): # heads on the labeled positions `pos` and their views
+        parts = [{s_: f[s_][pos] for s_ in srcs} for f in [F] + Fv]
+        return fit_heads({s_: np.concatenate([f[s_] for f in parts]) for s_ in srcs}, np.tile(y[lab][pos], len(parts)), r.members, nc,
+                         r.C, r.hidden, seed)
+    if len(split.valid):
+        p = predict_heads(fit(np.arange(len(lab))), feats(split.valid), r.members)
+        return float((p.argmax(1) == y[split.valid]).mean()), f'the validation set ({len(split.valid)} items)'
+    folds, right = _folds(y[lab], k, seed), np.zeros(len(lab), bool)
+    for tr, va in folds: right[va] = predict_heads(fit(tr), {s_: F[s_][va] for s_ in srcs}, r.members).argmax(1) == y[lab][va]
+    return float(right.mean()), f'{len(folds)}-fold cross-validation on the {len(lab)} labeled items'
+
+# %% ../nbs/02_transfer.ipynb #8cd92df1
+def learning_curve(ds:Dataset, # the dataset
+                   split, # its `data.Split`
+                   r:Recipe, # a probe recipe
+                   backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the frozen backbone and its input size
+                   crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+                   steps:int=4, # budgets between 2 per class and all the labeled items
+                   seed:int=0, # seed of the folds
+                   cache:FeatureCache|None=None, # default: the shared on-disk cache
+                  ):
+    "`valid_score` of `r` trained on the first 2, …, all labeled items of each class: a table (labels_per_class, accuracy, on)."
+    import pandas as pd
+    lab, y = np.asarray(split.labeled), ds.labels
+    per = np.bincount(y[lab], minlength=len(ds.classes)); top = int(per[per > 0].min())
+    rows = []
+    for k_ in sorted(set(np.linspace(2, top, steps).astype(int))):
+        ii = np.concatenate([lab[y[lab] == c][:k_] for c in range(len(ds.classes))])
+        if not len(split.valid) and k_ < 2: continue
+        acc, on = valid_score(ds, split, r, backbone, size, pretrained, crop_pct, k=min(5, k_), seed=seed, cache=cache, idxs=ii)
+        rows.append(dict(labels_per_class=k_, accuracy=acc, on=on))
+    return pd.DataFrame(rows)

@@ -1,0 +1,134 @@
+"""Transfer learning on real photos (and on digits) under a label budget: smallwb against the peers a user would try.
+
+For each labels-per-class budget (5, 10, 20, all) and seed (0, 1, 2), on one fixed test set — `val/` of a
+`train/` + `val/` photo folder (the PyTorch tutorial's layout), or the fixed half of digits:
+
+- pixel logistic regression (scikit-learn, 32 px);
+- scikit-learn `LogisticRegression(C=0.5)` on lite0 (224 px) and lite2 (260 px) pooled features, each image resized
+  whole to the model's native size (the anchors of `../shared/data/README.md`);
+- fastai as documented: `vision_learner` on the same lite0 weights at 224 px, `fine_tune` with its defaults
+  (`aug_transforms`, base_lr 2e-3, one frozen epoch);
+- smallwb `probe` (`fit_probe` at the input `choose_size` picks), `gradual` unfreezing (starting from that probe,
+  keeping its best validation epoch) and `auto`.
+
+Accuracy mean ± std over seeds and wall time per run. Each run's result is kept in `runs-<data>.csv`, so a killed
+benchmark resumes where it stopped; `results.md` is rewritten after every run.
+
+    .venv/bin/python bench/photos/run.py --data ../shared/data/hymenoptera
+    .venv/bin/python bench/photos/run.py --data digits
+"""
+import argparse, os, platform, time, warnings
+from pathlib import Path
+import numpy as np, pandas as pd, torch
+warnings.filterwarnings('ignore')
+from smallwb.core import set_seed
+from smallwb.data import get_dataset, budget_split
+from smallwb.transfer import (Probe, source_features, predict_heads, BACKBONES, auto, choose_size, features, fine_tune, fit_probe, package_state_dict, predict, stage_depths,
+                              create_backbone, Recipe, valid_score)
+
+HERE = Path(__file__).parent
+BUDGETS, SEEDS = (5, 10, 20, None), (0, 1, 2)
+EPOCHS = 8  # both fine-tuning peers: fastai fine_tune(7) = 1 frozen + 7 unfrozen; smallwb gradual: a head phase + 3 groups
+
+def name_of(data): return Path(data).name if data != 'digits' else 'digits'
+def ft_bs(n): return max(8, min(32, n // 6))  # at least 6 optimizer steps an epoch for both fine-tuning peers
+
+def pixel_lr(ds, sp, seed, ctx):
+    from sklearn.linear_model import LogisticRegression
+    X = lambda ii: ds.images(ii, 32).reshape(len(ii), -1) / 255.
+    return LogisticRegression(max_iter=5000).fit(X(sp.labeled), ds.labels[sp.labeled]).predict(X(sp.test))
+
+def sk_probe(backbone):
+    def f(ds, sp, seed, ctx):
+        from sklearn.linear_model import LogisticRegression
+        s = BACKBONES[backbone].size if ctx['photo'] else 32
+        F = lambda ii: features(ds, ii, backbone, s)  # the whole image resized to the native size, as in the data README
+        return LogisticRegression(C=0.5, max_iter=5000).fit(F(sp.labeled), ds.labels[sp.labeled]).predict(F(sp.test))
+    return f
+
+def fastai_default(ds, sp, seed, ctx):
+    "fastai as documented: DataBlock + aug_transforms(), vision_learner on timm lite0 with the same ImageNet weights, fine_tune."
+    from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, IndexSplitter, Resize, aug_transforms, Normalize,
+                                   PILImage, vision_learner, accuracy)
+    set_seed(seed)
+    size = 224 if ctx['photo'] else 64
+    lab, test = list(sp.labeled), list(sp.test)
+    items = lab + test  # fastai reports on its validation set after each epoch; nothing is chosen from it
+    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=ds.classes)), get_x=lambda i: PILImage.create(ds.image(i)),
+                       get_y=lambda i: ds.classes[ds.labels[i]], splitter=IndexSplitter(range(len(lab), len(items))),
+                       item_tfms=Resize(size), batch_tfms=[*aug_transforms(), Normalize.from_stats((0.5,)*3, (0.5,)*3)])
+    dls = dblock.dataloaders(items, bs=ft_bs(len(lab)), num_workers=0, seed=seed)
+    learn = vision_learner(dls, 'tf_efficientnet_lite0', pretrained=False, metrics=accuracy)
+    body = learn.model[0].model
+    sd = package_state_dict('tf_efficientnet_lite0', stage_depths(body))
+    body.load_state_dict({k: v for k, v in sd.items() if not k.startswith('classifier.')}, strict=True)
+    with learn.no_bar(), learn.no_logging(): learn.fine_tune(EPOCHS - 1)
+    preds, _ = learn.get_preds(dl=dls.test_dl(test))
+    return preds.argmax(1).numpy()
+
+def predict_cached(model, ds, idxs, ctx):
+    "A frozen-backbone probe's predictions from the cached features of `idxs` (what its forward pass computes; the tests check it)."
+    if isinstance(model, Probe):
+        srcs = sorted({s for m in model.members for s in m})
+        f = source_features(ds, idxs, srcs, ctx['backbone'], ctx['size'], True, model.hflip, crop_pct=ctx['crop'])
+        return predict_heads(list(model.heads), f, model.members).argmax(1)
+    with torch.no_grad(): return model.head.eval()(torch.tensor(features(ds, idxs, ctx['backbone'], ctx['size'], crop_pct=ctx['crop']))).argmax(1).numpy()
+
+def smallwb_probe(ds, sp, seed, ctx):
+    m = fit_probe(ds, sp.labeled, [['pool']], ctx['backbone'], ctx['size'], seed=seed, crop_pct=ctx['crop'])
+    return predict_cached(m, ds, sp.test, ctx)
+
+def smallwb_gradual(bn):
+    def f(ds, sp, seed, ctx):
+        size = ctx['size'] if ctx['photo'] else 64
+        learn = fine_tune(ds, sp.labeled, 'gradual', ctx['backbone'], size, EPOCHS, bs=ft_bs(len(sp.labeled)), seed=seed,
+                          show_progress=False, crop_pct=ctx['crop'], bn=bn)
+        ctx['report'] = learn.report
+        return predict(learn.model, ds, sp.test, size, (0.5,)*3, (0.5,)*3, crop_pct=ctx['crop']).argmax(1)
+    return f
+
+def smallwb_auto(ds, sp, seed, ctx):
+    model, best, cv = auto(ds, sp.labeled, ctx['backbone'], ctx['size'], crop_pct=ctx['crop'], seed=seed)
+    ctx['recipe'] = best.name
+    if best.kind == 'probe': return predict_cached(model, ds, sp.test, ctx)
+    return predict(model, ds, sp.test, ctx['size'], (0.5,)*3, (0.5,)*3, crop_pct=ctx['crop']).argmax(1)
+
+METHODS = {
+    'pixel logistic regression (sklearn, 32 px)': pixel_lr,
+    'sklearn LogisticRegression(C=0.5) on lite0 features (native size, whole image)': sk_probe('lite0'),
+    'sklearn LogisticRegression(C=0.5) on lite2 features (native size, whole image)': sk_probe('lite2'),
+    'smallwb probe': smallwb_probe,
+    'smallwb auto': smallwb_auto,
+    'fastai vision_learner + fine_tune (defaults, lite0)': fastai_default,
+    'smallwb gradual (BatchNorm train, fastai default)': smallwb_gradual('train'),
+    'smallwb gradual (BatchNorm frozen, BnFreeze)': smallwb_gradual('frozen'),
+}
+SLOW = [m for m in METHODS if 'fine_tune' in m or 'gradual' in m]
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--data', default='../shared/data/hymenoptera'); ap.add_argument('--backbone', default='lite2')
+    ap.add_argument('--methods', default='', help='comma-separated substrings: only the methods that match')
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    ds = get_dataset(a.data, verbose=False); name = name_of(a.data)
+    size, crop, why = choose_size(ds, a.backbone)
+    ctx0 = dict(backbone=a.backbone, size=size, crop=crop, photo=crop is not None)
+    out = HERE/f'runs-{name}.csv'
+    done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=['budget', 'seed', 'method', 'accuracy', 'seconds', 'note'])
+    methods = [m for m in METHODS if not a.methods or any(s in m for s in a.methods.split(','))]
+    order = [(m, b, s) for group in (lambda m: m not in SLOW, lambda m: m in SLOW) for b in BUDGETS for s in SEEDS for m in methods if group(m)]
+    for m, b, s in order:
+        key = 'all' if b is None else str(b)
+        if ((done.budget.astype(str) == key) & (done.seed == s) & (done.method == m)).any(): continue
+        sp = budget_split(ds, b, seed=s)
+        ctx = dict(ctx0); t0 = time.time()
+        pred = METHODS[m](ds, sp, s, ctx)
+        row = dict(budget=key, seed=s, method=m, accuracy=float((np.asarray(pred) == ds.labels[sp.test]).mean()), seconds=time.time() - t0,
+                   note=ctx.get('recipe') or ('' if 'report' not in ctx else
+                        f"start {ctx['report']['start_valid_accuracy']:.3f} -> {ctx['report']['valid_accuracy']:.3f} (best epoch {ctx['report']['best_epoch']})"))
+        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True); done.to_csv(out, index=False)
+        print(f"{key:>4}/class seed {s} {m[:60]:60s} {row['accuracy']:.3f} {row['seconds']:6.1f}s {row['note']}", flush=True)
+    print(f'done: {out}')
+
+if __name__ == '__main__': main()
