@@ -1,8 +1,8 @@
-"Augmentation presets, random policy, bad input, the previewer widget and the time-series ops."
+"Augmentation presets, random policy, bad input, the previewer widget and augmented feature views."
 import numpy as np, pytest, torch
 import ipywidgets as W
-from smallwb.augment import (policy, random_policy, PRESETS, OPS, DOMAINS, Augment, preview_widget, show_augmentations, augmentation_grid,
-                             SeriesAugment, jitter, scaling, time_warp, window_slice)
+from smallwb.augment import (policy, random_policy, PRESETS, OPS, DOMAINS, Augment, preview_widget, show_augmentations,
+                             augmentation_grid)
 from smallwb.data import from_arrays
 from smallwb.transfer import make_dls
 
@@ -77,12 +77,3 @@ def test_preview_widget_controls_rerender(ds):
     for cls, d, v in [(W.FloatSlider, 'magnitude', 1.0), (W.Checkbox, 'vflip', True), (W.Checkbox, 'hflip', False), (W.IntSlider, 'rotate', 90), (W.Dropdown, 'preset', 'aggressive')]:
         before = bytes(img.value); get(cls, d).value = v
         assert bytes(img.value) != before, f'{d} did not re-render the grid'
-
-def test_series_ops():
-    rng = np.random.default_rng(0); x = np.sin(np.linspace(0, 6, 50)).astype(np.float32)
-    for f in (jitter, scaling, time_warp, window_slice): assert f(x, rng).shape == x.shape
-    assert np.allclose(window_slice(x, rng, ratio=1.0), x)
-    w = time_warp(x, rng, sigma=0.5); assert np.allclose(w[[0, -1]], x[[0, -1]]) and not np.allclose(w, x)
-    assert SeriesAugment(p=1.0, seed=0)(np.stack([x, x])).shape == (2, 50)
-    with pytest.raises(ValueError, match='valid: jitter, scaling, time_warp, window_slice'): SeriesAugment(['flip'])
-    with pytest.raises(ValueError, match='at least 4 time steps'): SeriesAugment()(np.ones(2))

@@ -12,7 +12,8 @@ import numpy as np, pandas as pd, torch
 warnings.filterwarnings('ignore')
 from smallwb.core import set_seed
 from smallwb.data import digits, budget_split
-from smallwb.augment import policy, PRESETS, SeriesAugment, SERIES_OPS, mnist1d, fit_series
+from smallwb.augment import policy, PRESETS
+from smallwb.series import SeriesAugment, SERIES_OPS, mnist1d, fit_series
 from smallwb.mix import ablate, fit_config, torch_threads
 
 HERE = Path(__file__).parent
