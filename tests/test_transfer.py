@@ -140,3 +140,66 @@ def test_every_backbone_builds_and_forwards(name):
     assert out.shape == (2, 3)
     p = create_probe(name, 3, [['pool']]).eval()
     with torch.no_grad(): assert p(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+# issue 13, kind 9: every checkpoint load names the file and what is wrong, and refuses pickles without torch's hint
+class _Payload: pass
+
+@pytest.mark.parametrize('write, says', [
+    (lambda p: p.touch(), 'is an empty file (0 bytes)'),
+    (lambda p: p.write_bytes(b'not a torch file at all'), 'is corrupt or truncated'),
+    (lambda p: torch.save({'x': _Payload()}, p), 'refused: the weights file holds pickled Python objects')])
+def test_bad_checkpoint_files_name_the_file(tmp_path, write, says):
+    p = tmp_path/'w.pth'; write(p)
+    with pytest.raises(ValueError) as e: create_backbone('lite0', pretrained=str(p))
+    assert str(p) in str(e.value) and says in str(e.value) and 'weights_only=False' not in str(e.value)
+    with pytest.raises(ValueError, match='w.pth'): load_model(p)
+
+
+# issue 12: fine-tuning never ends worse than it starts (the validation items score the start as epoch 0)
+def test_fine_tuning_that_only_gets_worse_returns_its_start(toy, cache):
+    learn = fine_tune(toy, np.arange(30), 'head', size=32, epochs=2, lr=3.0, bs=8, show_progress=False, cache=cache)
+    r = learn.report
+    assert r['restored_start'] and r['valid_accuracy'] == r['start_valid_accuracy'] and r['valid_n'] == 6
+    assert any(e[1] > r['start_valid_loss'] for e in learn.history.epochs)  # its epochs were worse
+
+
+# issue 12: cross-validation overrules the prior only when it can tell
+def test_auto_keeps_the_prior_on_a_tie(toy, cache):
+    from smallwb.transfer import choose
+    import pandas as pd
+    cv = cross_validate(toy, np.arange(10), [Recipe('probe'), Recipe('pixels', members=[['pixels4']])], size=32, pretrained=False, cache=cache)
+    assert list(cv.columns[:6]) == ['recipe', 'cv_accuracy', 'cv_se', 'cv_logloss', 'gain', 'gain_se']
+    tie = pd.DataFrame(dict(recipe=['probe', 'x'], cv_accuracy=[0.5, 0.8], cv_logloss=[1, 1], gain=[0., 0.3], gain_se=[0., 0.2]))
+    assert choose(tie) == 'probe' and choose(tie.assign(gain_se=[0., 0.1])) == 'x'
+
+
+# issue 12: the probe is scikit-learn's logistic regression on the raw features
+def test_probe_equals_scikit_learn(toy, cache):
+    from sklearn.linear_model import LogisticRegression
+    m = fit_probe(toy, np.arange(20), size=32, pretrained=False, cache=cache)
+    F = features(toy, np.arange(40), size=32, pretrained=False, cache=cache)
+    sk = LogisticRegression(C=0.5, max_iter=5000).fit(F[:20], toy.labels[:20])
+    with torch.no_grad(): ours = m.head.eval()(torch.tensor(F[20:])).numpy()
+    np.testing.assert_allclose(ours[:, 1] - ours[:, 0], sk.decision_function(F[20:]), atol=1e-3)
+
+
+# issue 12: photos run at the backbone's native size with timm's crop; tiny images keep a small squashed input
+HYM = __import__('pathlib').Path(__file__).resolve().parents[2]/'shared'/'data'/'hymenoptera'
+
+def test_resolution_from_the_data(toy):
+    from smallwb.transfer import choose_size
+    assert choose_size(toy, 'lite2')[:2] == (32, None)
+    if not HYM.is_dir(): pytest.skip(f'{HYM} is not here (CI has it beside the checkout): the photo half of this test is skipped')
+    from smallwb.data import from_folder
+    size, crop, why = choose_size(from_folder(HYM, verbose=False), 'lite2')
+    assert (size, crop) == (260, 0.89) and 'photos' in why
+
+def test_lite2_probe_on_a_few_real_photos(cache):
+    if not HYM.is_dir(): pytest.skip(f'{HYM} is not here (CI has it beside the checkout)')
+    from smallwb.data import from_folder, budget_split
+    from smallwb.transfer import accuracy
+    ds = from_folder(HYM, verbose=False); sp = budget_split(ds, 3, seed=0)
+    test = np.concatenate([sp.test[ds.labels[sp.test] == c][:10] for c in range(2)])
+    m = fit_probe(ds, sp.labeled, backbone='lite2', size=260, crop_pct=0.89, cache=cache)
+    assert accuracy(m, ds, test, 260, **NORM, crop_pct=0.89) >= 0.8  # 3 photos a class; chance is 0.5
