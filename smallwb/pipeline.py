@@ -17,9 +17,10 @@ __all__ = ['COERCE', 'KINDS', 'NO_QUICK', 'KERNEL_ARGS', 'NB_PARTIAL', 'EXPLAIN'
            'default_chain', 'parse_value', 'Range', 'Choices', 'ListOf', 'parse_rule', 'split_help', 'Param',
            'make_param', 'parameters_cell', 'cell_params', 'notebook_params', 'declared_params', 'stage_params',
            'check_params', 'resolve_data', 'resolve_params', 'stage_values', 'plan_values', 'defaults', 'load_data',
-           'check_data', 'stage_mismatch', 'earlier_stages', 'RunFailed', 'StageFailed', 'RunInterrupted',
-           'kernel_name', 'clear_partials', 'settle_attempt', 'failure_line', 'run_stage', 'open_run_dir', 'run_chain',
-           'headline_metrics', 'lineage', 'skipped_files', 'overview_figure', 'write_summary', 'read_config', 'main']
+           'check_data', 'stage_mismatch', 'stage_fits', 'earlier_stages', 'RunFailed', 'StageFailed', 'RunInterrupted',
+           'kernel_name', 'clear_partials', 'settle_attempt', 'failure_line', 'run_stage', 'check_run', 'open_run_dir',
+           'run_chain', 'headline_metrics', 'lineage', 'skipped_files', 'overview_figure', 'write_summary',
+           'read_config', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #5
 def experiments_dir() -> Path:
@@ -389,11 +390,12 @@ def load_data(data:str, # a resolved `data` value
 def check_data(plan:dict, # stage → the values it gets (`plan_values`)
                declared:dict, # stage → name → `Param`
                log=print, # where the skipped-files line goes
+               cache:dict|None=None, # data value → `Dataset` already loaded (a sweep checks many runs on one load)
               ) -> dict:
     "Data value → `Dataset` for the run's stages; one `ValueError` naming each stage whose label budget does not fit."
     import warnings
     from smallwb.data import budget_split
-    cache, refused, warned = {}, {}, {}
+    cache, refused, warned = {} if cache is None else cache, {}, {}
     for s, v in plan.items():
         full = {**defaults(declared[s]), **v}
         if 'data' not in full: continue
@@ -448,6 +450,18 @@ def stage_mismatch(run_dir, # the run folder
     return _manifest_diff(Path(run_dir)/stage, cfg['manifest'], ds)
 
 # %% ../nbs/09_pipeline.ipynb #a497da6c
+def stage_fits(run_dir, # the run folder
+               stage:str, # a stage that finished there earlier (it has a metrics.json)
+               params:dict, # the run's parameters (resolved)
+               declared:dict, # stage → name → `Param`
+               cache:dict, # data value → `Dataset`
+              ) -> str|None:
+    "Why the stage's finished outputs in `run_dir` are not what this run's `params` would make, or None when they are."
+    values, bad = stage_values(stage, params, declared)
+    if bad: return "this run's " + ', '.join(f'{k}={v!r}' for k, v, _ in bad) + ' does not fit it'
+    return stage_mismatch(run_dir, stage, {**defaults(declared[stage]), **values}, cache)
+
+# %% ../nbs/09_pipeline.ipynb #602e6a7c
 def earlier_stages(run_dir, # the run folder
                    stages:list, # the stages this run runs
                    params:dict, # the run's parameters (resolved)
@@ -461,11 +475,7 @@ def earlier_stages(run_dir, # the run folder
     for s in order:
         if s in stages or not (Path(run_dir)/s/'metrics.json').exists(): continue
         if order.index(s) > first: why[s] = f"it was built on {order[first]!r}, which this run runs again"
-        elif (bad := stage_values(s, params, declared)[1]):
-            why[s] = "this run's " + ', '.join(f'{k}={v!r}' for k, v, _ in bad) + ' does not fit it'
-        else:
-            expected = {**defaults(declared[s]), **stage_values(s, params, declared)[0]}
-            why[s] = stage_mismatch(run_dir, s, expected, cache)
+        else: why[s] = stage_fits(run_dir, s, params, declared, cache)
         if why[s] is None:
             why.pop(s)
             counted.append(s)
@@ -569,6 +579,21 @@ def _check_stages(stages, found:dict, exp_dir) -> list:
     if not stages: raise ValueError(f"no experiments to run in {exp_dir or experiments_dir()}")
     return stages
 
+# %% ../nbs/09_pipeline.ipynb #6a06d7f8
+def check_run(stages:list|None=None, # stage names in order; default `default_chain()`
+              params:dict|None=None, # parameters for the stages (see `stage_params`)
+              exp_dir=None, # experiment notebooks; default `experiments_dir()`
+              log=print, # where warnings about the data go
+              cache:dict|None=None, # data value → `Dataset` already loaded (`check_data`)
+             ) -> tuple:
+    "(found, stages, declared, params, plan, cache): every check `run_chain` makes before its run folder exists."
+    found = find_stages(exp_dir)
+    stages = _check_stages(stages, found, exp_dir)
+    declared = {s: notebook_params(p) for s, p in found.items()}
+    params = resolve_params(dict(params or {}), declared)
+    plan = plan_values(stages, params, declared)
+    return found, stages, declared, params, plan, check_data(plan, declared, log, cache)
+
 # %% ../nbs/09_pipeline.ipynb #a5b361fc
 def open_run_dir(runs_dir, # where run folders go
                  name:str|None, # the run's name; None: a timestamp
@@ -622,12 +647,7 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
               log=print, # where progress lines go
              ) -> Path:
     "Check, then run a chain of experiment notebooks into `runs_dir/name`; write run.json, summary.md, overview.png."
-    found = find_stages(exp_dir)
-    stages = _check_stages(stages, found, exp_dir)
-    declared = {s: notebook_params(p) for s, p in found.items()}
-    params = resolve_params(dict(params or {}), declared)
-    plan = plan_values(stages, params, declared)
-    cache = check_data(plan, declared, log)
+    found, stages, declared, params, plan, cache = check_run(stages, params, exp_dir, log)
     run_dir = open_run_dir(runs_dir, name)
     if (run_dir/'run.json').exists() and _status(run_dir) == 'running':
         log(f"{run_dir.name}: the previous run into this folder never finished (killed?): run.json said 'running'")
@@ -800,6 +820,8 @@ def _parser():
     r.add_argument('--runs-dir', default='runs')
     r.add_argument('--kernel', help='Jupyter kernel (default: smallwb if registered)')
     sub.add_parser('stages', help='list the experiment stages')
+    from smallwb.sweep import sweep_parser
+    sweep_parser(sub)
     return ap
 
 # %% ../nbs/09_pipeline.ipynb #49ee6add
@@ -825,6 +847,11 @@ def _run(a) -> int:
     run_chain(stages, params, a.name, a.runs_dir, kernel=a.kernel)
     return 0
 
+def _commands() -> dict:
+    "Sub-command → the function that runs it (the sweep's lives in `smallwb.sweep`)."
+    from smallwb.sweep import sweep_command
+    return {'run': _run, 'sweep': sweep_command}
+
 def main(argv=None, # command-line arguments; default `sys.argv[1:]`
         ) -> int:
     "Entry point of the `smallwb` command: every failure ends in one line on stderr and a non-zero exit status."
@@ -832,7 +859,7 @@ def main(argv=None, # command-line arguments; default `sys.argv[1:]`
     if a.cmd == 'stages':
         for s, p in find_stages().items(): print(f"{s:10s} {p}{'' if s in default_chain() else '  (optional)'}")
         return 0
-    try: return _run(a)
+    try: return _commands()[a.cmd](a)
     except RunInterrupted as e: err, code = str(e), 130
     except KeyboardInterrupt: err, code = 'interrupted before any stage ran; no run folder was written', 130
     except (RunFailed, ValueError, OSError) as e: err, code = str(e), 1
