@@ -23,9 +23,9 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BACKBONES', 'SMALL_SIDE', 'PACKAGE_
            'create_classifier', 'check_size', 'save_model', 'load_model', 'input_key', 'embed_cached', 'features',
            'layer_groups', 'make_dls', 'make_learner', 'pool_taps', 'tap_dims', 'backbone_tap_dims', 'tap_features',
            'fold_standardization', 'source_dim', 'Probe', 'create_probe', 'fit_head', 'source_features', 'fit_heads',
-           'predict_heads', 'fit_probe', 'predict_logits', 'predict', 'accuracy', 'model_input', 'default_tfm',
-           'History', 'KeepBest', 'holdout', 'is_photo', 'fine_tune', 'Recipe', 'candidates', 'cross_validate',
-           'choose', 'fit_recipe', 'auto', 'plot_cv', 'valid_score', 'learning_curve']
+           'predict_heads', 'fit_probe', 'frozen_backbone', 'cached_logits', 'predict_logits', 'predict', 'accuracy',
+           'model_input', 'default_tfm', 'History', 'KeepBest', 'holdout', 'is_photo', 'fine_tune', 'Recipe',
+           'candidates', 'cross_validate', 'choose', 'fit_recipe', 'auto', 'plot_cv', 'valid_score', 'learning_curve']
 
 # %% ../nbs/02_transfer.ipynb #5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -308,6 +308,7 @@ def load_model(path, # a checkpoint written by `save_model`
         raise ValueError(f"{p}: checkpoint has {len(meta['classes'])} classes ({meta['classes']}), expected {n_classes}")
     m = ARCHS[name](**arch)
     _check_keys(m, ck['state_dict'], str(p), ignore=())
+    m.arch = dict(meta['arch'])
     return m.eval(), meta
 
 # %% ../nbs/02_transfer.ipynb #23
@@ -660,6 +661,38 @@ def fit_probe(ds:Dataset, # the dataset
     return m.eval()
 
 # %% ../nbs/02_transfer.ipynb #e8b67121
+def frozen_backbone(model:nn.Module, # a model with the `arch` that `fit_probe`/`load_model` set
+                   ) -> str|None:
+    "The backbone's name when `model` is a `Classifier` or `Probe` on the unchanged package weights, else None (remembered on the model)."
+    arch, bb = getattr(model, 'arch', None) or {}, getattr(model, 'backbone', None)
+    if bb is None: return None
+    with torch.no_grad(): stamp = float(sum(t.double().sum() for t in list(bb.parameters()) + list(bb.buffers())))  # changes if trained
+    if getattr(model, '_frozen', (None, None))[1] == stamp: return model._frozen[0]
+    name, out = arch.get('backbone'), None
+    if arch.get('name') in ('classifier', 'probe') and name in BACKBONES and BACKBONES[name].weights == 'package':
+        ref, own = create_backbone(name, True).state_dict(), bb.state_dict()
+        out = name if ref.keys() == own.keys() and all(torch.equal(own[k], ref[k]) for k in ref) else None
+    model._frozen = (out, stamp)
+    return out
+
+def cached_logits(model:nn.Module, # a model `frozen_backbone` recognises
+                  ds:Dataset, idxs, # the dataset and the items
+                  size:int, # input size
+                  crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+                  cache:FeatureCache|None=None, # default: the shared on-disk cache
+                 ) -> np.ndarray|None:
+    "What `model(x)` gives on the items, computed from the cached frozen features; None when `model` is not a frozen-backbone probe."
+    name = frozen_backbone(model)
+    if name is None: return None
+    if isinstance(model, Probe):
+        f = source_features(ds, idxs, _sources(model.members), name, size, True, model.hflip, cache, crop_pct)
+        logits = [h.eval()(torch.tensor(_member_matrix(f, m))) for m, h in zip(model.members, model.heads)]
+        with torch.no_grad():
+            if len(logits) == 1: return logits[0].numpy()
+            return (torch.logsumexp(torch.stack([l.log_softmax(-1) for l in logits]), 0) - float(np.log(len(logits)))).numpy()
+    with torch.no_grad(): return model.head.eval()(torch.tensor(features(ds, idxs, name, size, cache=cache, crop_pct=crop_pct))).numpy()
+
+# %% ../nbs/02_transfer.ipynb #7241ef1c
 @torch.no_grad()
 def predict_logits(model:nn.Module, # any module taking normalized (N, 3, size, size) images
                    ds:Dataset, # the dataset the items come from
@@ -669,31 +702,41 @@ def predict_logits(model:nn.Module, # any module taking normalized (N, 3, size, 
                    bs:int=64, # images loaded, normalized and run per batch
                    device=None, # default `default_device()`
                    crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop (`meta['crop_pct']`)
+                   cache:FeatureCache|bool|None=None, # for a frozen-backbone probe, read its features from this cache (None: the
+                                                      # shared one); False always runs the model
                   ) -> np.ndarray:
     "The one batched predict: logits (n, C) float32 of `model` on the un-augmented items `idxs`, loaded batch by batch."
-    device = device or default_device(); model = model.to(device).eval(); idxs = np.asarray(idxs, dtype=np.int64)
+    idxs = np.asarray(idxs, dtype=np.int64)
+    bb = (getattr(model, 'arch', None) or {}).get('backbone')
+    if cache is not False and len(idxs) and bb in BACKBONES and (tuple(mean), tuple(std)) == (BACKBONES[bb].mean, BACKBONES[bb].std):
+        out = cached_logits(model, ds, idxs, size, crop_pct, cache or None)
+        if out is not None: return out.astype(np.float32)
+    device = device or default_device(); model = model.to(device).eval()
     out = [model(normalize(ds.images(idxs[i:i+bs], size, crop_pct), mean, std).to(device)).float().cpu().numpy()
            for i in range(0, len(idxs), bs)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 def predict(model:nn.Module, ds:Dataset, idxs, # see `predict_logits`
             size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, bs:int=64, # see `predict_logits`
-            crop_pct:float|None=None, # see `predict_logits`
+            crop_pct:float|None=None, cache=None, # see `predict_logits`
            ) -> np.ndarray:
     "Class probabilities (n, C) of `model` on items `idxs` (softmax of `predict_logits`)."
-    return torch.tensor(predict_logits(model, ds, idxs, size, mean, std, bs, crop_pct=crop_pct)).softmax(-1).numpy()
+    return torch.tensor(predict_logits(model, ds, idxs, size, mean, std, bs, crop_pct=crop_pct, cache=cache)).softmax(-1).numpy()
 
 def accuracy(model:nn.Module, ds:Dataset, idxs, # see `predict_logits`
              size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, bs:int=64, # see `predict_logits`
-             crop_pct:float|None=None, # see `predict_logits`
+             crop_pct:float|None=None, cache=None, # see `predict_logits`
             ) -> float:
     "Top-1 accuracy of `model` on the labeled items `idxs` (fraction in 0..1)."
     idxs = np.asarray(idxs, dtype=np.int64)
-    return float((predict_logits(model, ds, idxs, size, mean, std, bs, crop_pct=crop_pct).argmax(1) == ds.labels[idxs]).mean())
+    logits = predict_logits(model, ds, idxs, size, mean, std, bs, crop_pct=crop_pct, cache=cache)
+    return float((logits.argmax(1) == ds.labels[idxs]).mean())
 
 def model_input(meta:dict) -> dict:
     "The preprocessing a checkpoint's `meta` records, as keyword arguments for `predict_logits`, `predict` and `accuracy`."
     return dict(size=int(meta['size']), mean=tuple(meta['mean']), std=tuple(meta['std']), crop_pct=meta.get('crop_pct'))
+
+
 
 # %% ../nbs/02_transfer.ipynb #51
 def default_tfm(flip:bool=False, # also mirror left-right
