@@ -394,8 +394,8 @@ def _interrupted(ex, futs:dict, sweep_dir:Path, info:dict, records:dict) -> RunI
     _save(sweep_dir, {**info, 'status': 'interrupted'}, records)
     write_results(sweep_dir)
     n = sum(r['status'] in ('done', 'reused') for r in records.values())
-    return RunInterrupted(f"sweep {sweep_dir.name} interrupted: {n} of {len(records)} cells are done; "
-                          "run the same command again to resume (done cells are skipped)")
+    return RunInterrupted(f"sweep {sweep_dir.name} interrupted: {n} of {len(records)} cells are done; the same sweep "
+                          f"with --name {sweep_dir.name} resumes it (done cells are skipped)")
 
 # %% ../nbs/10_sweep.ipynb #f27c2d77
 def run_cells(sweep_dir:Path, # the sweep folder
@@ -611,12 +611,14 @@ def _md_table(df) -> list:
     rows = ['| ' + ' | '.join(_fmt(None if v != v else v) for v in r) + ' |' for r in df.itertuples(index=False)]
     return ['| ' + ' | '.join(cols) + ' |', '|' + '---|'*len(cols)] + rows
 
-def _failed_md(table) -> list:
+def _failed_md(table, sweep_dir:Path) -> list:
+    "A line per cell that did not finish: its status, error line, executed notebook and log."
     bad = table[~table.status.isin(STATUS_OK)]
     if bad.empty: return []
+    link = lambda what, p: f" — {what} [`{p}`]({p})" if p and (sweep_dir/p).exists() else ''
     return ['## Cells that did not finish', ''] + [
-        f"- `{r.cell}` ({r.status}): {r.error}" + (f" — notebook [`{r.notebook}`]({r.notebook})" if r.notebook else '')
-        + f" — log [`logs/{r.cell}.log`](logs/{r.cell}.log)" for r in bad.itertuples()] + ['']
+        f"- `{r.cell}` ({r.status}): {r.error}" + link('notebook', r.notebook) + link('log', f'logs/{r.cell}.log')
+        for r in bad.itertuples()] + ['']
 
 # %% ../nbs/10_sweep.ipynb #b82a4649
 def figures(sweep_dir, # a sweep folder
@@ -662,8 +664,8 @@ def write_results(sweep_dir, # a sweep folder
             lines += [f'![{n}]({n}.png)', '']
     if figs: lines += [f"Figures: `{figs['choices']['metric']}` against `{figs['choices']['x']}`, target "
                        f"{figs['choices']['target']:.4g}.", '']
-    else: lines += ['No figures: the grid has no label-budget axis, or no cell reported the metric.', '']
-    lines += _failed_md(table) + ['## Every cell', ''] + _md_table(table.drop(columns=['host', 'error', 'notebook']))
+    else: lines += ['No figures: the grid has no label-budget axis, or no finished cell reported the metric.', '']
+    lines += _failed_md(table, sweep_dir) + ['## Every cell', ''] + _md_table(table.drop(columns=['host', 'error', 'notebook']))
     (sweep_dir/'results.md').write_text('\n'.join(lines) + '\n', encoding='utf-8')
     return sweep_dir/'results.md'
 

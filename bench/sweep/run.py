@@ -22,7 +22,7 @@ GRID = {'labels_per_class': [2, 5, 10], 'transfer.strategy': ['probe', 'auto'], 
 STAGES, PARAMS = ['transfer'], {'quick': True}
 SMOKE = {'labels_per_class': [2, 3]}, ['data'], {'quick': True}  # --smoke: two cheap cells, to try the script
 MODES = {'one after another': dict(workers=1), '2 local workers': dict(workers=2),
-         '2-worker LocalCluster': dict(dask=2), '2 local workers, uncapped threads': dict(workers=2, threads=2)}
+         '2-worker LocalCluster': dict(dask=2), '2 local workers, 2 threads each': dict(workers=2, threads=2)}
 TARGET = 1.6
 
 
@@ -109,12 +109,12 @@ BASE, PAR, DASK = 'one after another', '2 local workers', '2-worker LocalCluster
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--rounds', type=int, default=1, help='rounds over the modes (order alternating)')
-    ap.add_argument('--modes', default=','.join(MODES), help='comma-separated modes, of: ' + '; '.join(MODES))
+    ap.add_argument('--modes', default=';'.join(MODES), help='semicolon-separated modes, of: ' + '; '.join(MODES))
     ap.add_argument('--fresh', action='store_true', help='forget the timings of earlier runs')
     ap.add_argument('--smoke', action='store_true', help='two cheap cells of the data stage: to try the script')
     a = ap.parse_args()
     grid, stages, params = SMOKE if a.smoke else (GRID, STAGES, PARAMS)
-    modes = [m.strip() for m in a.modes.split(',') if m.strip()]
+    modes = [m.strip() for m in a.modes.split(';') if m.strip()]
     assert BASE in modes and PAR in modes, f'the modes must include {BASE!r} and {PAR!r}'
     OUT.mkdir(parents=True, exist_ok=True)
     tp = OUT/('timings-smoke.json' if a.smoke else 'timings.json')
@@ -128,12 +128,14 @@ def main():
             times[key] = run_mode(m, key, grid, stages, params, log=lambda s: print('   ', s, flush=True))
             write_json(tp, times)
             print(f'{key}: {times[key]["wall_seconds"]:.0f} s', flush=True)
-    if a.smoke: return print('smoke run done:', json.dumps(times, indent=1))
     seq = OUT/f'{slug(BASE)}-r0'
     up = statistics.median(speedups(times, PAR, a.rounds))
     same = not differences(metrics(seq.name, stages), metrics(f'{slug(PAR)}-r0', stages))
     md = write_results(seq, target=0.8)
-    for f in ('accuracy_vs_labels.png', 'labels_to_target.png'): shutil.copy(seq/f, HERE/f)
+    dest = OUT/'smoke' if a.smoke else HERE
+    dest.mkdir(exist_ok=True)
+    for f in ('accuracy_vs_labels.png', 'labels_to_target.png'):
+        if (seq/f).exists(): shutil.copy(seq/f, dest/f)
     res = results_table(seq)
     dask = [times[f'{slug(DASK)}-r{r}'] for r in range(a.rounds)] if DASK in modes else []
     lines = ['# Sweep: a 12-cell grid on 2 local workers, one after another, and on a 2-worker Dask LocalCluster', '',
@@ -157,9 +159,10 @@ def main():
     lines += ['## What the grid found (one after another; the other modes gave the same numbers)', '',
               '![accuracy vs labels](accuracy_vs_labels.png)', '', '![labels to target](labels_to_target.png)', '',
               '| cell | transfer accuracy |', '|---|---|']
-    lines += [f"| {c} | {v:.4f} |" for c, v in zip(res['cell'], res['transfer.accuracy'])]
-    (HERE/'results.md').write_text('\n'.join(lines) + '\n', encoding='utf-8')
-    print(f"bench/sweep/results.md written ({(time.time() - t_all)/60:.1f} min); sweep results: {md}")
+    lines += [f"| {c} | {v:.4f} |" for c, v in zip(res['cell'], res['transfer.accuracy'])] \
+        if 'transfer.accuracy' in res else []
+    (dest/'results.md').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+    print(f"{dest/'results.md'} written ({(time.time() - t_all)/60:.1f} min); sweep results: {md}")
 
 
 if __name__ == '__main__': main()
