@@ -59,8 +59,8 @@ def _num(x:float) -> str: return str(int(x)) if float(x).is_integer() else str(x
 @dataclass(frozen=True)
 class Range:
     "An inclusive numeric range `[lo..hi]`; an end that is None is open."
-    lo: float|None = None
-    hi: float|None = None
+    lo: float|None = None  # the smallest value accepted; None: no lower end
+    hi: float|None = None  # the largest value accepted; None: no upper end
     def ok(self, v, # a value, coerced to the parameter's type
           ) -> bool:
         "Whether `v` is a number in the range."
@@ -74,7 +74,7 @@ class Range:
 @dataclass(frozen=True)
 class Choices:
     "One of a fixed set of values `[a|b|c]`."
-    values: tuple
+    values: tuple  # the accepted values, of the parameter's type
     def ok(self, v, # a value, coerced to the parameter's type
           ) -> bool:
         "Whether `v` is one of the choices (of the same type)."
@@ -89,7 +89,7 @@ def _items(v) -> list:
 @dataclass(frozen=True)
 class ListOf:
     "A non-empty list, or comma-separated string, whose every item fits `inner` (`[list of ...]`)."
-    inner: Range|Choices
+    inner: Range|Choices  # what every item must fit
     def ok(self, v, # a list, or a comma-separated string
           ) -> bool:
         "Whether `v` has items and every one fits `inner`."
@@ -181,11 +181,11 @@ NO_QUICK = object()  # the quick value of a parameter that has none
 @dataclass
 class Param:
     "One declared parameter of an experiment: its default, its type (the default's), constraint and quick value."
-    name: str
-    default: object
-    help: str = ''
-    rule: Range|Choices|ListOf|None = None
-    quick: object = NO_QUICK
+    name: str  # the parameter's name
+    default: object  # its default value (its type is the parameter's)
+    help: str = ''  # its comment without the markers
+    rule: Range|Choices|ListOf|None = None  # the constraint its marker declares, if any
+    quick: object = NO_QUICK  # the value `--quick` gives it when the user did not set it
     @property
     def kind(self) -> type: return type(self.default) if type(self.default) in COERCE else type(None)
     @property

@@ -52,9 +52,9 @@ def make_grid(axes, # `(key, text)` pairs (`-g KEY V1,V2`), or a mapping key →
 @dataclass(frozen=True)
 class Cell:
     "One cell of a sweep: its name (its run folder's), the grid values that make it, and every parameter it gets."
-    name: str
-    values: dict
-    params: dict
+    name: str  # its run folder's name (`cell_name`)
+    values: dict  # axis → its value in this cell
+    params: dict  # every parameter the cell's `smallwb run` gets: the sweep's and the cell's values
 
 # %% ../nbs/10_sweep.ipynb #2c1d8e8c
 def _text(v) -> str:
@@ -91,7 +91,9 @@ def _once(log):
     "`log`, but each distinct line only once (many cells share one data set's warnings)."
     seen = set()
     def say(line):
-        if line not in seen: seen.add(line); log(line)
+        if line in seen: return
+        seen.add(line)
+        log(line)
     return say
 
 def check_cells(cells:list, # the sweep's cells (`grid_cells`)
@@ -310,7 +312,8 @@ def open_sweep_dir(sweeps_dir, # where sweep folders go
     "The sweep folder, created; `RunFailed` saying why when it cannot be."
     d = (Path(sweeps_dir)/(name or time.strftime('%Y%m%d-%H%M%S'))).resolve()
     try: (d/'runs').mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise RunFailed(f"cannot create the sweep folder {d}: {e.strerror or e}; nothing ran") from None
+    except OSError as e:
+        raise RunFailed(f"cannot create the sweep folder {d}: {e.strerror or e}; nothing ran") from None
     return d
 
 # %% ../nbs/10_sweep.ipynb #4a8b1a97
@@ -483,8 +486,8 @@ STATUS_OK = ('done', 'reused')  # cells whose metrics count
 
 def _cell_row(sweep_dir:Path, rec:dict, stages:list) -> dict:
     "One row of the results table."
-    row = {'cell': rec['name'], **{k: _text(v) if isinstance(v, (list, tuple)) else v for k, v in rec['values'].items()},
-           'status': rec['status']}
+    values = {k: _text(v) if isinstance(v, (list, tuple)) else v for k, v in rec['values'].items()}
+    row = {'cell': rec['name'], **values, 'status': rec['status']}
     run = sweep_dir/'runs'/rec['name']
     for s in stages if rec['status'] in STATUS_OK + ('failed', 'interrupted') else []:
         row.update({f'{s}.{k}': v for k, v in cell_metrics(stage_metrics(run, s) or {}).items()})
@@ -600,7 +603,8 @@ def plot_labels_to_target(t, # `labels_to_target`
     ax.set_yticks(y, list(t['line']))
     ax.invert_yaxis()
     ax.set_xlim(0, 1.35*float(max(t['max_x'].max(), np.nanmax((t['mean'] + t['std']).to_numpy(), initial=0))))
-    ax.set(xlabel=f"{roles['x']} to reach {metric} ≥ {target:.3g}", title='labels to target (mean ± std over seeds)')
+    ax.set(xlabel=f"{roles['x']} to reach {metric} ≥ {target:.3g}",
+           title='labels to target: the first budget of the grid reaching it (mean ± std over seeds)')
     fig.tight_layout()
     return fig
 
@@ -656,7 +660,8 @@ def write_results(sweep_dir, # a sweep folder
     counts = table.status.value_counts().to_dict()
     lines = [f'# Sweep `{sweep_dir.name}`', '', f"Stages: {', '.join(info['stages'])}; grid: " + '; '.join(
         f"`{k}` = {', '.join(map(_text, v))}" for k, v in info['grid'].items()) + '.', '',
-        f"{len(table)} cells: " + ', '.join(f'{n} {s}' for s, n in counts.items()) + f"; ran on {info['executor']}.", '']
+        f"{len(table)} cells: " + ', '.join(f'{n} {s}' for s, n in counts.items()) + f"; ran on {info['executor']}.",
+        '']
     for n in ('accuracy_vs_labels', 'labels_to_target'):
         if n in figs:
             figs[n].savefig(sweep_dir/f'{n}.png', dpi=110, bbox_inches='tight')
@@ -665,7 +670,8 @@ def write_results(sweep_dir, # a sweep folder
     if figs: lines += [f"Figures: `{figs['choices']['metric']}` against `{figs['choices']['x']}`, target "
                        f"{figs['choices']['target']:.4g}.", '']
     else: lines += ['No figures: the grid has no label-budget axis, or no finished cell reported the metric.', '']
-    lines += _failed_md(table, sweep_dir) + ['## Every cell', ''] + _md_table(table.drop(columns=['host', 'error', 'notebook']))
+    every = _md_table(table.drop(columns=['host', 'error', 'notebook']))
+    lines += _failed_md(table, sweep_dir) + ['## Every cell', ''] + every
     (sweep_dir/'results.md').write_text('\n'.join(lines) + '\n', encoding='utf-8')
     return sweep_dir/'results.md'
 
