@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from .core import FeatureCache, default_device, file_hash, bytes_hash, set_seed, torch_threads
 from .data import Dataset
-from .transfer import (ARCHS, BACKBONES, SMALL_SIDE, Classifier, backbone_spec, create_backbone, create_classifier,
+from .transfer import (ARCHS, BACKBONES, SMALL_SIDE, Classifier, backbone_spec, create_backbone,
+                              create_classifier,
                               load_model, save_model, make_dls, make_learner, normalize, fit_probe, fit_head, features,
-                              source_features, predict_heads, median_short_side, choose_size, predict_logits, model_input)
+                              source_features, predict_heads, median_short_side, choose_size, predict_logits,
+                              model_input)
 from .mix import LossHandler, soft_cross_entropy
 
 # %% auto #0
@@ -31,7 +33,7 @@ def conv_bn(ni:int, # input channels
 
 # %% ../nbs/05_distill.ipynb #1106c4b7
 class CNNBackbone(nn.Module):
-    "A stem and `depth` stride-2 stages of 3x3 convolutions, widths doubling; (N, 3, H, W) → pooled features (N, width·2^depth)."
+    "`depth` stride-2 stages of 3x3 convolutions, widths doubling: (N, 3, H, W) → pooled features (N, width·2^depth)."
     def __init__(self, width:int=16, # channels of the stem; stage i has width*2**i
                  depth:int=2, # stride-2 stages
                 ):
@@ -41,9 +43,11 @@ class CNNBackbone(nn.Module):
         self.blocks = nn.Sequential(*[nn.Sequential(conv_bn(a, b, 2), conv_bn(b, b)) for a, b in zip(ws, ws[1:])])
         self.num_features = ws[-1]
 
-    def forward(self, x): return F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1)
+    def forward(self, x, # images (N, 3, H, W)
+               ): return F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1)
 
-    def group_matcher(self, coarse:bool=False): return dict(stem=r'^stem', blocks=r'^blocks\.(\d+)')
+    def group_matcher(self, coarse:bool=False, # timm's flag; the groups are the same either way
+                     ): return dict(stem=r'^stem', blocks=r'^blocks\.(\d+)')
 
 # %% ../nbs/05_distill.ipynb #ce4bdac2
 def compact_cnn(n_classes:int=10, # outputs of the head
@@ -69,27 +73,31 @@ ARCHS['timm_student'] = timm_student
 
 # %% ../nbs/05_distill.ipynb #10
 STUDENTS = {
-    'cnn': dict(arch=dict(name='cnn', width=16, depth=2), size=16, mean=(0.5,)*3, std=(0.5,)*3, crop_pct=None, fit='fastai'),
-    'cnn_small': dict(arch=dict(name='cnn', width=8, depth=2), size=16, mean=(0.5,)*3, std=(0.5,)*3, crop_pct=None, fit='fastai'),
+    'cnn': dict(arch=dict(name='cnn', width=16, depth=2), size=16, mean=(0.5,)*3, std=(0.5,)*3, crop_pct=None,
+                fit='fastai'),
+    'cnn_small': dict(arch=dict(name='cnn', width=8, depth=2), size=16, mean=(0.5,)*3, std=(0.5,)*3, crop_pct=None,
+                      fit='fastai'),
     'lite0': dict(arch=dict(name='classifier', backbone='lite0'), size=None, mean=BACKBONES['lite0'].mean,
                   std=BACKBONES['lite0'].std, crop_pct=BACKBONES['lite0'].crop_pct, fit='head'),
-    **{k: dict(arch=dict(name='timm_student', backbone=k), size=32, mean=BACKBONES[k].mean, std=BACKBONES[k].std,
-               crop_pct=None, fit='fastai') for k in ('mobilenetv3_small_050', 'mobilenetv3_small_100')},
+    **{f'mnv3s{k[-3:]}': dict(arch=dict(name='timm_student', backbone=k), size=32, mean=BACKBONES[k].mean,
+                             std=BACKBONES[k].std, crop_pct=None, fit='fastai')
+       for k in ('mobilenetv3_small_050', 'mobilenetv3_small_100')},  # timm's mobile nets: no offline weights
 }
 
 # %% ../nbs/05_distill.ipynb #ad935a2f
 def create_student(name:str='cnn', # a key of `STUDENTS`
                    n_classes:int=10, # outputs of the head
-                   pretrained:bool|str='auto', # 'auto': shipped weights when the backbone has them offline; False: random
+                   pretrained:bool|str='auto', # 'auto': shipped weights where they exist offline; False: random
                    size:int|None=None, # input size in pixels; default the table's
-                   crop_pct='auto', # 'auto': the table's; None squashes the whole image; a fraction is timm's centre crop
+                   crop_pct='auto', # 'auto': the table's; None squashes the image; a fraction is timm's centre crop
                   ) -> tuple:
     "A fresh student model and its recipe (arch dict for `save_model`, size, mean, std, crop_pct, fit)."
     if name not in STUDENTS: raise ValueError(f"unknown student {name!r}; known: {', '.join(STUDENTS)}")
     r = {**STUDENTS[name], 'arch': {**STUDENTS[name]['arch'], 'n_classes': n_classes}}
     r['size'] = size or r['size'] or backbone_spec(r['arch']['backbone']).size
     if crop_pct != 'auto': r['crop_pct'] = crop_pct
-    arch = dict(r['arch']); name_, bb = arch.pop('name'), arch.get('backbone')
+    arch = dict(r['arch'])
+    name_, bb = arch.pop('name'), arch.get('backbone')
     if pretrained == 'auto': pretrained = bool(bb) and BACKBONES[bb].weights == 'package'
     build = create_classifier if name_ == 'classifier' else ARCHS[name_]  # ARCHS['classifier'] builds random weights
     return (build(**arch, pretrained=pretrained) if bb else build(**arch)), r
@@ -121,10 +129,14 @@ def cpu_latency_ms(model:nn.Module, # any module taking (1, 3, size, size) image
                    threads:int|None=1, # torch CPU threads (1: comparable on a busy machine)
                   ) -> float:
     "Median batch-1 CPU latency of `model` in milliseconds (torch eager)."
-    model = model.cpu().eval(); x = torch.randn(1, 3, size, size); ts = []
+    model = model.cpu().eval()
+    x = torch.randn(1, 3, size, size)
+    ts = []
     with torch_threads(threads):
         for i in range(warmup + n):
-            t = time.perf_counter(); model(x); ts.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            model(x)
+            ts.append(time.perf_counter() - t)
     return float(np.median(ts[warmup:]) * 1000)
 
 # %% ../nbs/05_distill.ipynb #16
@@ -138,13 +150,15 @@ def student_size(teacher_flops:float, # FLOPs of one teacher forward pass (see `
                  speedup:float=3.0, # the student must cost at most teacher_flops / speedup
                  n_classes:int=2, # the student's outputs (the head's FLOPs are negligible)
                 ) -> tuple:
-    "The student's input size in pixels and one sentence saying why: the largest multiple of 16 within the FLOPs budget."
+    "The student's input size in pixels, and why: the largest multiple of 16 within the FLOPs budget."
     spec = backbone_spec(backbone)
     native = _native_flops(backbone, n_classes)
-    fits = [s for s in range(spec.size // 16 * 16, spec.min_size - 1, -16) if native * (s / spec.size)**2 * speedup <= teacher_flops]
+    sizes = range(spec.size // 16 * 16, spec.min_size - 1, -16)
+    fits = [s for s in sizes if native * (s / spec.size)**2 * speedup <= teacher_flops]
     if not fits:
-        return spec.min_size, (f"even at its smallest input ({spec.min_size} px) {backbone} is not {speedup:g}× cheaper than the "
-                               f"teacher ({teacher_flops/1e9:.3g} GFLOPs): the student may not be faster")
+        return spec.min_size, (f"even at its smallest input ({spec.min_size} px) {backbone} is not {speedup:g}× "
+                               f"cheaper than the teacher ({teacher_flops/1e9:.3g} GFLOPs): "
+                               "the student may not be faster")
     s = fits[0]
     return s, (f"{backbone} at {s} px costs {native * (s / spec.size)**2 / 1e9:.3g} GFLOPs, "
                f"≤ 1/{speedup:g} of the teacher's {teacher_flops/1e9:.3g}")
@@ -156,7 +170,8 @@ def choose_student(ds:Dataset, # the dataset
                   ) -> tuple:
     "The student for `ds` and this teacher: (name, input size, one sentence why)."
     m = median_short_side(ds)
-    if m < SMALL_SIDE: return 'cnn', STUDENTS['cnn']['size'], f"median short side {m:g} px < {SMALL_SIDE}: the compact CNN at 16 px"
+    if m < SMALL_SIDE:
+        return 'cnn', STUDENTS['cnn']['size'], f"median short side {m:g} px < {SMALL_SIDE}: the compact CNN at 16 px"
     s, why = student_size(teacher_flops, 'lite0', speedup, len(ds.classes))
     return 'lite0', s, f"photos (median short side {m:g} px): {why}"
 
@@ -168,9 +183,11 @@ def quick_teacher(ds:Dataset, # the dataset
                   size:int|None=None, # input size; default `transfer.choose_size` (which also picks the crop)
                   seed:int=0, # seed of the probe
                  ) -> Path:
-    "A linear probe on frozen `backbone` features (`transfer.fit_probe`), saved: a stand-in teacher for tests and demos."
-    size_, crop, _ = choose_size(ds, backbone); size = size or size_
-    m = fit_probe(ds, idxs, backbone=backbone, size=size, seed=seed, crop_pct=crop); spec = BACKBONES[backbone]
+    "A linear probe on frozen `backbone` features (`transfer.fit_probe`), saved: a stand-in teacher."
+    size_, crop, _ = choose_size(ds, backbone)
+    size = size or size_
+    m = fit_probe(ds, idxs, backbone=backbone, size=size, seed=seed, crop_pct=crop)
+    spec = BACKBONES[backbone]
     return save_model(path, m, m.arch, ds.classes, size, spec.mean, spec.std, crop)
 
 # %% ../nbs/05_distill.ipynb #19
@@ -185,13 +202,18 @@ def load_teacher(path, # a `transfer.save_model` checkpoint
                 ) -> tuple:
     "The teacher model and its metadata; clear errors for a checkpoint that does not load or a class-list mismatch."
     if path is None or str(path) == '':
-        raise FileNotFoundError("no teacher checkpoint: run the transfer stage first (it records metrics['model']) or pass teacher=PATH")
+        raise FileNotFoundError("no teacher checkpoint: run the transfer stage first (it records metrics['model']) "
+                                "or pass teacher=PATH")
     try: model, meta = _loaded(str(path), file_hash(path))
     except FileNotFoundError:
-        raise FileNotFoundError(f"teacher checkpoint {path} not found: run the transfer stage first or pass an existing checkpoint") from None
-    except Exception as e: raise ValueError(f"teacher checkpoint {path} does not load: {e}. Pass a checkpoint written by transfer.save_model.") from None
+        raise FileNotFoundError(f"teacher checkpoint {path} not found: run the transfer stage first "
+                                "or pass an existing checkpoint") from None
+    except Exception as e:
+        raise ValueError(f"teacher checkpoint {path} does not load: {e}. "
+                         "Pass a checkpoint written by transfer.save_model.") from None
     if classes is not None and list(meta['classes']) != list(classes):
-        raise ValueError(f"teacher {path} predicts classes {meta['classes']} but the student's data has {list(classes)}: "
+        raise ValueError(f"teacher {path} predicts classes {meta['classes']} but the student's data has "
+                         f"{list(classes)}: "
                          "distill from a teacher trained on the same classes, in the same order")
     return model, meta
 
@@ -212,12 +234,15 @@ def _classifier_outputs(model, meta, ds, idxs, cache) -> np.ndarray:
     with torch.no_grad(): return model.head.eval()(torch.as_tensor(f)).numpy()
 
 def _probe_outputs(model, meta, ds, idxs, cache) -> np.ndarray:
-    a = meta['arch']; members = [list(m) for m in a['members']]
-    f = source_features(ds, idxs, sorted({s for m in members for s in m}), a['backbone'], meta['size'], True, a['hflip'], cache,
+    a = meta['arch']
+    members = [list(m) for m in a['members']]
+    f = source_features(ds, idxs, sorted({s for m in members for s in m}), a['backbone'], meta['size'], True,
+                        a['hflip'], cache,
                         meta.get('crop_pct'))
     return np.log(np.clip(predict_heads(model.heads.eval(), f, members), 1e-12, None)).astype(np.float32)
 
-HEAD_OUTPUTS = {'classifier': _classifier_outputs, 'probe': _probe_outputs}  # arch → outputs from cached frozen features
+HEAD_OUTPUTS = {'classifier': _classifier_outputs,
+                'probe': _probe_outputs}  # arch → outputs from cached frozen features
 
 @functools.lru_cache(maxsize=8)
 def _frozen(path:str, digest:str) -> str|None: return frozen_backbone(*_loaded(path, digest))
@@ -235,7 +260,7 @@ def teacher_logits(path, # the teacher checkpoint
                    idxs=None, # items (default all)
                    cache:FeatureCache|None=None, # default: the shared on-disk cache
                   ) -> np.ndarray:
-    "The teacher's outputs (n, C) on un-augmented items, from cached frozen features when it is a probe, else computed once and cached."
+    "The teacher's outputs (n, C) on un-augmented items: from frozen features for a probe, else computed once; cached."
     model, meta = load_teacher(path, ds.classes)
     idxs = np.arange(len(ds)) if idxs is None else np.asarray(idxs, dtype=np.int64)
     if _frozen(str(path), file_hash(path)): return HEAD_OUTPUTS[meta['arch']['name']](model, meta, ds, idxs, cache)
@@ -254,7 +279,8 @@ def accuracy_of(logits:np.ndarray, # outputs (n, C)
 def check_temperature(T:float, # the softmax temperature
                      ) -> float:
     "`T` as a float, or a `ValueError` when it is not positive."
-    if not T > 0: raise ValueError(f"temperature must be > 0 (got {T}); T=1 is plain softmax, 2-8 is usual for distillation")
+    if not T > 0:
+        raise ValueError(f"temperature must be > 0 (got {T}); T=1 is plain softmax, 2-8 is usual for distillation")
     return float(T)
 
 # %% ../nbs/05_distill.ipynb #29
@@ -284,7 +310,7 @@ def _row_key(x:torch.Tensor) -> str: return bytes_hash(x.detach().cpu().numpy().
 
 # %% ../nbs/05_distill.ipynb #3b806eab
 class KDCallback(LossHandler):
-    "Distill from a teacher: Hinton's loss while training; teacher logits cached for un-augmented batches, live for augmented/mixed ones."
+    "Distill from a teacher (Hinton's loss): its logits cached for un-augmented batches, live for augmented/mixed ones."
     order = 10  # after MixUp/CutMix (order 0): the teacher sees the mixed batch
     def __init__(self, teacher:nn.Module, # the teacher model
                  teacher_meta:dict, # its metadata (size, mean, std, classes)
@@ -297,21 +323,27 @@ class KDCallback(LossHandler):
         self.alpha, self.T, self.cached = alpha, check_temperature(T), cached or {}
         self.t, self.n_cached, self.n_live = None, 0, 0
 
-    def lf(self, s, y):
+    def lf(self, s, # student logits (B, C)
+           y, # class indices (B,) or soft targets (B, C)
+          ):
         "The loss while training: `kd_loss` against this batch's teacher logits."
         return soft_cross_entropy(s, y) if self.t is None else kd_loss(s, self.t, y, self.alpha, self.T)
 
     def before_fit(self):
-        super().before_fit(); self.teacher.to(self.dls.device); self.n_cached = self.n_live = 0
+        super().before_fit()
+        self.teacher.to(self.dls.device)
+        self.n_cached = self.n_live = 0
 
     @torch.no_grad()
     def before_batch(self):
         x = self.xb[0]
         rows = [self.cached.get(_row_key(r)) for r in x] if self.cached else [None]
         if all(r is not None for r in rows):
-            self.t = torch.as_tensor(np.stack(rows), device=x.device); self.n_cached += len(x)
+            self.t = torch.as_tensor(np.stack(rows), device=x.device)
+            self.n_cached += len(x)
         else:
-            self.t = self.teacher(to_teacher_input(x, self.sin, self.tmeta)).float(); self.n_live += len(x)
+            self.t = self.teacher(to_teacher_input(x, self.sin, self.tmeta)).float()
+            self.n_live += len(x)
 
 # %% ../nbs/05_distill.ipynb #31
 def cached_rows(ds:Dataset, # the dataset
@@ -331,7 +363,8 @@ def softmax_np(logits:np.ndarray, # (n, C)
                T:float=1.0, # temperature
               ) -> np.ndarray:
     "Row-wise softmax of `logits / T`: probabilities (n, C) float32."
-    z = np.asarray(logits, np.float64) / T; z = np.exp(z - z.max(1, keepdims=True))
+    z = np.asarray(logits, np.float64) / T
+    z = np.exp(z - z.max(1, keepdims=True))
     return (z / z.sum(1, keepdims=True)).astype(np.float32)
 
 # %% ../nbs/05_distill.ipynb #34
@@ -352,7 +385,8 @@ def pseudo_labels(logits:np.ndarray, # teacher logits on the pool (n, C)
                  ) -> tuple:
     "Kept pool positions and their targets: probabilities (n, C) for 'soft', class indices (k,) for 'hard'."
     if len(logits) == 0:
-        raise ValueError("the unlabeled pool is empty: nothing to pseudo-label (use pseudo=None, or add unlabeled items to pool/)")
+        raise ValueError("the unlabeled pool is empty: nothing to pseudo-label "
+                         "(use pseudo=None, or add unlabeled items to pool/)")
     p = softmax_np(logits)
     if mode == 'soft': return np.arange(len(p)), p
     if mode != 'hard': raise ValueError(f"pseudo-label mode must be 'soft' or 'hard', got {mode!r}")
@@ -381,11 +415,13 @@ def _targets(n_classes:int, labels, extra=None) -> torch.Tensor:
 def _pool_targets(ds:Dataset, teacher, train_idx, pool_idx, pseudo:str, threshold, cache) -> tuple:
     "The pool items kept, their targets and a report: what `pseudo` gives from the teacher's outputs on the pool."
     pool_idx = np.asarray([] if pool_idx is None else pool_idx, dtype=np.int64)
-    t_pool = teacher_logits(teacher, ds, pool_idx, cache) if len(pool_idx) else np.zeros((0, len(ds.classes)), np.float32)
+    t_pool = teacher_logits(teacher, ds, pool_idx, cache) if len(pool_idx) else np.zeros((0, len(ds.classes)),
+                                                                                         np.float32)
     if pseudo == 'hard' and threshold is None:
         threshold = pick_threshold(softmax_np(teacher_logits(teacher, ds, train_idx, cache)), ds.labels[train_idx])
     keep, extra = pseudo_labels(t_pool, pseudo, threshold or 0.)
-    truth = getattr(ds, 'hidden_labels', ds.labels)[pool_idx[keep]]; known = truth >= 0
+    truth = getattr(ds, 'hidden_labels', ds.labels)[pool_idx[keep]]
+    known = truth >= 0
     acc = float((t_pool[keep].argmax(1)[known] == truth[known]).mean()) if known.any() else None
     return pool_idx[keep], extra, t_pool[keep], dict(n_pseudo=len(keep), n_pool=len(pool_idx), pseudo_mode=pseudo,
                                                      threshold=threshold, pseudo_accuracy=acc)
@@ -409,10 +445,12 @@ def fit_student(ds:Dataset, # the dataset
                 cbs=None, # extra callbacks (e.g. `mix.MixUpCutMix`)
                 cache:FeatureCache|None=None, # default: the shared on-disk cache
                 seed:int=0, # seed of the weights, the shuffling and the augmentation
-                threads:int|None=1, # torch CPU threads while training: one is fastest for a tiny student on a shared CPU
+                threads:int|None=1, # torch CPU threads while training (one is fastest for a tiny student)
                ) -> tuple:
-    "Train a student whole on labels, with KD and pseudo-labels when asked (Hinton et al., 2015); (fastai learner, report)."
-    check_temperature(T); set_seed(seed); train_idx = np.asarray(train_idx)
+    "Train a student whole on labels, with KD and pseudo-labels when asked (Hinton et al., 2015): (learner, report)."
+    check_temperature(T)
+    set_seed(seed)
+    train_idx = np.asarray(train_idx)
     model, r = create_student(student, len(ds.classes), size=size)
     info = dict(student=student, n_labeled=len(train_idx), n_pseudo=0, pseudo_accuracy=None, recipe=r)
     x_idx, extra = train_idx, None
@@ -422,7 +460,8 @@ def fit_student(ds:Dataset, # the dataset
         t_train = teacher_logits(teacher, ds, train_idx, cache)
     if pseudo:
         kept, extra, t_kept, rep = _pool_targets(ds, teacher, train_idx, pool_idx, pseudo, threshold, cache)
-        x_idx, t_train = np.concatenate([train_idx, kept]), np.concatenate([t_train, t_kept]); info.update(rep)
+        x_idx, t_train = np.concatenate([train_idx, kept]), np.concatenate([t_train, t_kept])
+        info.update(rep)
     dls = make_dls(ds, x_idx, train_idx[:bs], r['size'], r['mean'], r['std'], tfm=tfm, bs=bs, seed=seed,
                    train_targets=_targets(len(ds.classes), ds.labels[train_idx], extra), crop_pct=r['crop_pct'])
     cbs = list(cbs or [])
@@ -437,9 +476,10 @@ def fit_student(ds:Dataset, # the dataset
 
 # %% ../nbs/05_distill.ipynb #849f4e21
 def _head_targets(ds:Dataset, teacher, train_idx, pool_idx, pseudo, threshold, cache) -> tuple:
-    "Training items and hard targets for a frozen-feature head: the labels, plus the teacher's pseudo-labels for the pool."
+    "Training items and hard targets for a frozen-feature head: the labels, plus the teacher's pool pseudo-labels."
     if pseudo not in (None, 'hard'):
-        raise ValueError(f"pseudo={pseudo!r}: a frozen-feature student takes hard pseudo-labels ('hard') or none (None)")
+        raise ValueError(f"pseudo={pseudo!r}: a frozen-feature student takes hard pseudo-labels ('hard') "
+                         "or none (None)")
     if pseudo is None: return train_idx, ds.labels[train_idx], {}
     if teacher is None: raise ValueError("pseudo-labels need a teacher checkpoint")
     kept, y_pool, _, rep = _pool_targets(ds, teacher, train_idx, pool_idx, 'hard', threshold, cache)
@@ -465,7 +505,8 @@ def fit_head_student(ds:Dataset, # the dataset
     x_idx, y, rep = _head_targets(ds, teacher, train_idx, pool_idx, pseudo, threshold, cache)
     f = features(ds, x_idx, r['arch']['backbone'], r['size'], cache=cache, crop_pct=r['crop_pct'])
     model.head[1].load_state_dict(fit_head(f, y, len(ds.classes), C, seed=seed)[0].state_dict())
-    return model.eval(), {**dict(student=student, n_labeled=len(train_idx), n_pseudo=0, pseudo_accuracy=None, recipe=r), **rep}
+    return model.eval(), {**dict(student=student, n_labeled=len(train_idx), n_pseudo=0, pseudo_accuracy=None, recipe=r),
+                          **rep}
 
 # %% ../nbs/05_distill.ipynb #5501bbfe
 def _agreement(agree:np.ndarray, on:str) -> dict:
@@ -482,9 +523,10 @@ def head_agreement(ds:Dataset, # the dataset
                    seed:int=0, # seed of the folds
                    **kwargs, # passed to `fit_head_student` (student, size, threshold, C, cache)
                   ) -> dict:
-    "Agreement (0..1, with a 95% Wilson interval) of cross-fitted head students with the teacher on held-out pool items."
+    "Agreement (0..1, 95% Wilson interval) of cross-fitted head students with the teacher on held-out pool items."
     pool_idx = np.random.default_rng(seed).permutation(np.asarray(pool_idx, dtype=np.int64))
-    t = teacher_logits(teacher, ds, pool_idx, kwargs.get('cache')).argmax(1); agree = np.zeros(len(pool_idx), bool)
+    t = teacher_logits(teacher, ds, pool_idx, kwargs.get('cache')).argmax(1)
+    agree = np.zeros(len(pool_idx), bool)
     for part in np.array_split(np.arange(len(pool_idx)), min(folds, len(pool_idx))):
         rest = np.setdiff1d(np.arange(len(pool_idx)), part)
         m, info = fit_head_student(ds, train_idx, teacher=teacher, pool_idx=pool_idx[rest], seed=seed, **kwargs)
@@ -521,23 +563,30 @@ def distill(ds:Dataset, # the dataset
             **kwargs, # passed to `fit_student` (alpha, T, epochs, tfm, cbs, ...)
            ) -> tuple:
     "Distill `teacher` into a student chosen for the data: (student model, report with its agreement with the teacher)."
-    tmodel, tmeta = load_teacher(teacher, ds.classes); t_flops = flops(tmodel, tmeta['size'])
+    tmodel, tmeta = load_teacher(teacher, ds.classes)
+    t_flops = flops(tmodel, tmeta['size'])
     why = f"student {student!r} as asked"
-    if student == 'auto': student, size_, why = choose_student(ds, t_flops, speedup); size = size or size_
+    if student == 'auto':
+        student, size_, why = choose_student(ds, t_flops, speedup)
+        size = size or size_
     if student not in STUDENTS: raise ValueError(f"unknown student {student!r}; known: auto, {', '.join(STUDENTS)}")
     fit = STUDENTS[student]['fit']
     if pseudo == 'auto': pseudo = 'hard' if fit == 'head' else 'soft'
     pool_idx = np.asarray([] if pool_idx is None else pool_idx, dtype=np.int64)
     if fit == 'head':
         kw = dict(student=student, size=size, cache=cache)
-        model, info = fit_head_student(ds, train_idx, teacher=teacher, pool_idx=pool_idx, pseudo=pseudo, seed=seed, **kw)
+        model, info = fit_head_student(ds, train_idx, teacher=teacher, pool_idx=pool_idx, pseudo=pseudo, seed=seed,
+                                       **kw)
         if pseudo and len(pool_idx) > 1: ag = head_agreement(ds, train_idx, teacher, pool_idx, folds, seed, **kw)
         else: ag = holdout_agreement(model, info['recipe'], ds, teacher, pool_idx, cache) if len(pool_idx) else {}
     else:
-        held = np.random.default_rng(seed).permutation(pool_idx)[:int(round(holdout * len(pool_idx)))] if pseudo else pool_idx
-        learn, info = fit_student(ds, train_idx, student, teacher, np.setdiff1d(pool_idx, held) if pseudo else None, pseudo,
+        n_held = int(round(holdout * len(pool_idx)))
+        held = np.random.default_rng(seed).permutation(pool_idx)[:n_held] if pseudo else pool_idx
+        learn, info = fit_student(ds, train_idx, student, teacher, np.setdiff1d(pool_idx, held) if pseudo else None,
+                                  pseudo,
                                   size=size, cache=cache, seed=seed, **kwargs)
         model = learn.model.eval().cpu()
         ag = holdout_agreement(model, info['recipe'], ds, teacher, held, cache) if len(held) else {}
     s_flops = flops(model, info['recipe']['size'])
-    return model, dict(info, why=why, fit=fit, teacher_flops=t_flops, student_flops=s_flops, flops_ratio=t_flops / s_flops, **ag)
+    return model, dict(info, why=why, fit=fit, teacher_flops=t_flops, student_flops=s_flops,
+                       flops_ratio=t_flops / s_flops, **ag)

@@ -66,25 +66,29 @@ class SoftMixup(Mixup):
 
 # %% ../nbs/04_mix.ipynb #11
 class LossHandler(Callback):
-    "Base of callbacks that own the loss while training (fastai's `MixHandler`): `lf` in at before_train, the old loss back after."
+    "Base of callbacks that own the loss while training (fastai's `MixHandler`): `lf` in, the old loss back after."
     run_valid, old_lf = False, None
 
-    def swap(self, lf) -> bool:
+    def swap(self, lf, # the learner's loss now
+            ) -> bool:
         "Whether to replace the learner's loss `lf` (default: always)."
         return True
 
-    def lf(self, pred, *yb):
+    def lf(self, pred, # the model's logits (B, C)
+           *yb, # the targets: class indices (B,) or soft targets (B, C)
+          ):
         "The loss while training: `soft_cross_entropy`, which takes class indices and soft targets alike."
         return soft_cross_entropy(pred, *yb)
 
     def before_fit(self):
-        if self.old_lf is not None: self.after_train()  # a fit that died mid-epoch left its swap in place: undo it first
+        if self.old_lf is not None: self.after_train()  # a fit that died mid-epoch left its swap: undo it first
 
     def before_train(self):
-        if self.old_lf is None and self.swap(self.learn.loss_func): self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
+        if self.old_lf is None and self.swap(self.learn.loss_func):
+            self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
 
     def after_train(self):
-        "Put back the loss this handler replaced; if another handler swapped on top of ours, hand it our predecessor instead."
+        "Put back the loss this handler replaced; if another handler swapped on top of ours, hand it our predecessor."
         if self.old_lf is None: return
         if self.learn.loss_func == self.lf: self.learn.loss_func = self.old_lf
         for h in self.learn.cbs:
@@ -124,7 +128,8 @@ class MixUpCutMix(LossHandler):
                        label_smoothing=label_smoothing, mode=mode)
         self.off_epochs, self.n_classes = off_epochs, n_classes
 
-    def swap(self, lf) -> bool:
+    def swap(self, lf, # the learner's loss now
+            ) -> bool:
         "Only a loss that wants class indices (fastai's `y_int`) is replaced; soft-target losses stay."
         return bool(getattr(lf, 'y_int', False))
 

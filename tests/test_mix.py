@@ -26,7 +26,8 @@ class Spy(Callback):
 def test_odd_batch_and_batch_of_one():
     set_seed(0)
     m = SoftMixup(mixup_alpha=1.0, cutmix_alpha=0., label_smoothing=0., num_classes=3)
-    x = torch.arange(3.).view(3, 1, 1, 1).repeat(1, 1, 2, 2); y = torch.tensor([0, 1, 2])
+    x = torch.arange(3.).view(3, 1, 1, 1).repeat(1, 1, 2, 2)
+    y = torch.tensor([0, 1, 2])
     xm, ym = m(x.clone(), y)
     assert ym.shape == (3, 3) and torch.allclose(ym.sum(1), torch.ones(3))
     assert torch.equal(xm[2], x[2]) and torch.equal(ym[2], torch.tensor([0., 0., 1.]))  # the odd one out is left alone
@@ -43,11 +44,13 @@ def test_soft_input_targets_and_smoothing():
 def test_callback_swaps_and_restores_loss(dls):
     learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat())
     lf, spy = learn.loss_func, Spy()
-    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2, cbs=[MixUpCutMix(label_smoothing=0.1, off_epochs=1), spy])
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2, cbs=[MixUpCutMix(label_smoothing=0.1, off_epochs=1),
+                                                                     spy])
     assert learn.loss_func is lf
     assert {n for n, _ in spy.seen} == {'MixUpCutMix'}
     assert all(y.shape == (5, 4) for _, y in spy.seen)  # soft (B, C) targets in learn.yb, odd batch size
-    last = spy.seen[-1][1]; assert torch.allclose(last.max(1).values, torch.full((5,), 0.9 + 0.1/4))  # mixing off at the end: smoothed one-hot
+    last = spy.seen[-1][1]
+    assert torch.allclose(last.max(1).values, torch.full((5,), 0.9 + 0.1/4))  # mixing off at the end: smoothed one-hot
 
 @pytest.mark.parametrize('exc', [CancelFitException, CancelTrainException, CancelEpochException])
 def test_loss_restored_after_cancel(dls, exc):
@@ -55,7 +58,8 @@ def test_loss_restored_after_cancel(dls, exc):
         order = 60
         def before_batch(self):
             if self.training and self.iter == 1: raise exc()
-    learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat()); lf = learn.loss_func
+    learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat())
+    lf = learn.loss_func
     with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2, cbs=[MixUpCutMix(), Stop()])
     assert learn.loss_func is lf
 
@@ -69,7 +73,8 @@ def test_stacked_handlers_restore_the_original(dls, exc):
         order = 60
         def before_batch(self):
             if exc and self.training and self.iter == 1: raise exc()
-    learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat()); lf, spy = learn.loss_func, Spy()
+    learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat())
+    lf, spy = learn.loss_func, Spy()
     with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2, cbs=[Low(), High(), spy, Stop()])
     assert learn.loss_func is lf
     assert {n for n, _ in spy.seen} == {'High'}  # the loss of the handler that swapped last is the one in use
@@ -80,7 +85,9 @@ def test_leftover_swap_undone_at_next_fit(dls):
         order = 60
         def before_batch(self):
             if self.training: raise RuntimeError('boom')
-    learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat()); lf = learn.loss_func; h = High()
+    learn = Learner(dls, tiny(), loss_func=CrossEntropyLossFlat())
+    lf = learn.loss_func
+    h = High()
     with pytest.raises(RuntimeError), learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=[h, Boom()])
     assert learn.loss_func == h.lf  # left swapped
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=[h])
@@ -89,14 +96,18 @@ def test_leftover_swap_undone_at_next_fit(dls):
 def test_soft_target_loss_left_in_place(dls):
     "A distillation-style loss that accepts (B, C) targets is not replaced and receives them."
     got = []
-    def kd_like(pred, y): got.append(y.shape); return F.cross_entropy(pred, y)
+    def kd_like(pred, y):
+        got.append(y.shape)
+        return F.cross_entropy(pred, y)
     learn = Learner(dls, tiny(), loss_func=kd_like)
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2, cbs=MixUpCutMix())
     assert learn.loss_func is kd_like and got[0] == (5, 4) and len(got[-1]) == 1  # training soft, validation hard
 
 def test_soft_cross_entropy():
     from timm.loss import SoftTargetCrossEntropy
-    x = torch.randn(4, 3); y = torch.tensor([0, 2, 1, 1]); p = torch.softmax(torch.randn(4, 3), 1)
+    x = torch.randn(4, 3)
+    y = torch.tensor([0, 2, 1, 1])
+    p = torch.softmax(torch.randn(4, 3), 1)
     assert torch.allclose(soft_cross_entropy(x, y), soft_cross_entropy(x, F.one_hot(y, 3).float()))
     assert torch.allclose(soft_cross_entropy(x, y), F.cross_entropy(x, y))
     assert torch.allclose(soft_cross_entropy(x, p), SoftTargetCrossEntropy()(x, p))
@@ -112,7 +123,8 @@ def test_fit_config_repeats_for_the_same_seed():
     ds = digits()
     def weights(seed):
         with torch_threads(1):
-            learn = fit_config(ds, np.arange(20), None, 'random', dict(mixup_alpha=0.4, cutmix_alpha=1.0), epochs=1, bs=10, seed=seed, pretrained=False, domain='digits')
+            learn = fit_config(ds, np.arange(20), None, 'random', dict(mixup_alpha=0.4, cutmix_alpha=1.0), epochs=1,
+                               bs=10, seed=seed, pretrained=False, domain='digits')
         return learn.model.head[1].weight.detach().clone()
     a, b, c = weights(0), weights(0), weights(1)
     assert torch.equal(a, b) and not torch.equal(a, c)
