@@ -117,7 +117,8 @@ def policy(name:str='moderate', # a preset ('none', 'conservative', 'moderate', 
     "A preset (or the random policy) as an `Augment`, with the domain's forbidden ops removed."
     if name == 'random': return random_policy(magnitude=0.5 if magnitude is None else magnitude, domain=domain, hflip=hflip, vflip=vflip, rotate=rotate, size=size, seed=seed, **kwargs)
     if name not in PRESETS: raise ValueError(f"unknown preset {name!r}; valid: {', '.join(list(PRESETS) + ['random'])}")
-    p = PRESETS[name]; m = p.magnitude if magnitude is None else magnitude
+    p = PRESETS[name]
+    m = p.magnitude if magnitude is None else magnitude
     _check_magnitude(m)
     d = _domain(domain, hflip, vflip, rotate)
     ts = _build(p.ops, m, d, size) if m > 0 else []
@@ -131,7 +132,8 @@ def random_policy(n:int=2, # ops applied to each image
                   size:int|None=None, seed:int|None=None) -> Augment:
     "RandAugment-style: `n` ops drawn per image from `ops`, all at `magnitude`."
     ops = list(OPS) if ops is None else list(ops)
-    _check_ops(ops); _check_magnitude(magnitude)
+    _check_ops(ops)
+    _check_magnitude(magnitude)
     ts = _build(ops, magnitude, _domain(domain, hflip, vflip, rotate), size)
     if not 1 <= n <= len(ts): raise ValueError(f"n={n} ops per image, but only {len(ts)} ops are allowed here ({', '.join(o for o, _ in ts)})")
     pipe = A.Compose([A.SomeOf([t for _, t in ts], n=n, p=1)], seed=seed)
@@ -178,13 +180,15 @@ def grid_png(ims:np.ndarray, # (n, H, W, 3) uint8 tiles, row by row
             ) -> bytes:
     "The tiles as one PNG image (fast: no matplotlib)."
     from PIL import Image
-    n, h, w, _ = ims.shape; nrows = -(-n // ncols)
+    n, h, w, _ = ims.shape
+    nrows = -(-n // ncols)
     canvas = np.full((nrows*(h+pad)+pad, ncols*(w+pad)+pad, 3), 255, np.uint8)
     for k, im in enumerate(ims):
         r, c = divmod(k, ncols)
         canvas[pad+r*(h+pad):pad+r*(h+pad)+h, pad+c*(w+pad):pad+c*(w+pad)+w] = im
     canvas = canvas.repeat(scale, 0).repeat(scale, 1)
-    buf = io.BytesIO(); Image.fromarray(canvas).save(buf, format='PNG')
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, format='PNG')
     return buf.getvalue()
 
 # %% ../nbs/03_augment.ipynb #26

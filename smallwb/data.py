@@ -239,14 +239,19 @@ def _files(d:Path, report) -> list:
 def _scan(root:Path, strict:bool, report:SkipReport, **kw):
     "Yield (path, hash) for the usable images under `root`, reporting the rest."
     for f in _files(root, report):
-        if f.name.startswith('.'): report.append(Skip(str(f), 'hidden file')); continue
-        if not f.exists(): report.append(Skip(str(f), 'broken link (its target does not exist)')); continue
+        if f.name.startswith('.'):
+            report.append(Skip(str(f), 'hidden file'))
+            continue
+        if not f.exists():
+            report.append(Skip(str(f), 'broken link (its target does not exist)'))
+            continue
         try:
             if f.suffix.lower() not in IMAGE_EXTS: raise BadImage(f"{f}: not an image file (extension {f.suffix or 'none'!r})")
             open_image(f, **kw)
         except BadImage as e:
             if strict: raise
-            report.append(Skip(str(f), str(e).replace(f'{f}: ', '', 1))); continue
+            report.append(Skip(str(f), str(e).replace(f'{f}: ', '', 1)))
+            continue
         yield f, file_hash(f)
 
 # %% ../nbs/01_data.ipynb #24
@@ -295,7 +300,8 @@ def _dedupe(rows:list, classes:list, report:SkipReport) -> list:
         labels = {r['label'] for r in rs if r['label'] >= 0}
         if len(labels) > 1:
             for r in rs:
-                drop.add(r['path']); report.append(Skip(r['path'], f"same bytes as {', '.join(o['path'] for o in rs if o is not r)} under different classes ({', '.join(classes[l] for l in sorted(labels))}): contradictory labels"))
+                drop.add(r['path'])
+                report.append(Skip(r['path'], f"same bytes as {', '.join(o['path'] for o in rs if o is not r)} under different classes ({', '.join(classes[l] for l in sorted(labels))}): contradictory labels"))
             continue
         keep = sorted(rs, key=lambda r: (SPLITS.index(r['split']) if r['split'] in SPLITS else -1, r['path']))[0]
         for r in rs:
@@ -376,7 +382,8 @@ class Split:
 
     def save(self, ds:Dataset, path) -> Path:
         "Write the manifest CSV that reproduces this split exactly."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.manifest(ds).to_csv(path, index=False)
         return path
 
@@ -395,7 +402,8 @@ def _per_class(labels:np.ndarray, n_classes:int, labels_per_class, budget, class
     have = np.bincount(labels, minlength=n_classes)
     if budget is not None:
         if budget > have.sum(): raise ValueError(f"budget of {budget} labels is more than the {have.sum()} labeled candidates outside the test set; lower the budget")
-        want = np.full(n_classes, budget // n_classes); want[np.argsort(-have, kind='stable')[:budget % n_classes]] += 1
+        want = np.full(n_classes, budget // n_classes)
+        want[np.argsort(-have, kind='stable')[:budget % n_classes]] += 1
     elif labels_per_class is None: want = have
     else: want = np.full(n_classes, labels_per_class)
     short = [(classes[c], have[c], want[c]) for c in range(n_classes) if have[c] < want[c]]
@@ -409,7 +417,8 @@ def _stratified_take(idx:np.ndarray, labels:np.ndarray, want, rng) -> np.ndarray
 def _test_draw(ds:Dataset, test_size:float, test_seed:int) -> np.ndarray:
     "The held-out items: the fixed test role when the folder has one, else a stratified draw (at least one per class of ≥ 2)."
     if (ds.splits == 'test').any(): return np.flatnonzero(ds.splits == 'test')
-    y = ds.labels; cand = np.flatnonzero((y >= 0) & (ds.splits != 'valid'))
+    y = ds.labels
+    cand = np.flatnonzero((y >= 0) & (ds.splits != 'valid'))
     have = np.bincount(y[cand], minlength=len(ds.classes))
     want = np.where(have >= 2, np.maximum(1, np.floor(have * test_size)), 0).astype(int) if test_size > 0 else np.zeros_like(have)
     return _stratified_take(cand, y, want, np.random.default_rng(test_seed))
@@ -476,7 +485,8 @@ def show_images(ims, # (n, H, W, 3) uint8 images
                ):
     "A grid of images with titles; returns the figure."
     import matplotlib.pyplot as plt
-    n = len(ims); nrows = max(1, -(-n // ncols))
+    n = len(ims)
+    nrows = max(1, -(-n // ncols))
     fig, axs = plt.subplots(nrows, ncols, figsize=(ncols*size, nrows*size*1.1), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis('off')
@@ -509,7 +519,9 @@ def stage_data(stage, # a `core.Stage`
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         sp = budget_split(ds, labels_per_class, seed=seed, **kwargs)
-    for w in caught: stage.log(f"WARNING: {w.message}"); warnings.warn(w.message, stacklevel=2)
+    for w in caught:
+        stage.log(f"WARNING: {w.message}")
+        warnings.warn(w.message, stacklevel=2)
     stage.set_manifest(sp.save(ds, stage.path('manifest.csv')))
     stage.log(f"{ds!r}; {sp!r}")
     return ds, sp

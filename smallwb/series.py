@@ -23,19 +23,24 @@ def scaling(x:np.ndarray, rng:np.random.Generator, sigma:float=0.1) -> np.ndarra
 # %% ../nbs/03b_series.ipynb #266042ac
 def _interp(x:np.ndarray, t:np.ndarray) -> np.ndarray:
     "Values of `x` (…, T) at fractional time positions `t` (T',), linearly interpolated."
-    T = x.shape[-1]; i = np.clip(np.floor(t).astype(int), 0, T-2); f = np.clip(t - i, 0, 1)
+    T = x.shape[-1]
+    i = np.clip(np.floor(t).astype(int), 0, T-2)
+    f = np.clip(t - i, 0, 1)
     return x[..., i] * (1 - f) + x[..., i+1] * f
 
 def time_warp(x:np.ndarray, rng:np.random.Generator, sigma:float=0.2, knots:int=4) -> np.ndarray:
     "Resample along a smooth random time map (speeds drawn around 1 at `knots` points)."
     T = x.shape[-1]
     speed = np.interp(np.linspace(0, knots+1, T), np.arange(knots+2), np.clip(rng.normal(1, sigma, knots+2), 0.1, None))
-    t = np.cumsum(speed); t = (t - t[0]) / (t[-1] - t[0]) * (T - 1)
+    t = np.cumsum(speed)
+    t = (t - t[0]) / (t[-1] - t[0]) * (T - 1)
     return _interp(x, t)
 
 def window_slice(x:np.ndarray, rng:np.random.Generator, ratio:float=0.85) -> np.ndarray:
     "A random window of `ratio` of the length, stretched back to the full length."
-    T = x.shape[-1]; w = max(2, int(round(T * ratio))); s = rng.integers(0, T - w + 1)
+    T = x.shape[-1]
+    w = max(2, int(round(T * ratio)))
+    s = rng.integers(0, T - w + 1)
     return _interp(x, np.linspace(s, s + w - 1, T))
 
 SERIES_OPS = {'jitter': jitter, 'scaling': scaling, 'time_warp': time_warp, 'window_slice': window_slice}
@@ -69,7 +74,8 @@ def mnist1d(n:int=4000, # number of series to generate
            ) -> tuple:
     "MNIST-1D series x (n, 40) float32 and labels y (n,), generated offline (`mnist1d.data.make_dataset`)."
     from mnist1d.data import make_dataset, get_dataset_args
-    args = get_dataset_args(); args.num_samples, args.seed, args.train_split = n, seed, 1.0
+    args = get_dataset_args()
+    args.num_samples, args.seed, args.train_split = n, seed, 1.0
     d = make_dataset(args)
     return d['x'].astype(np.float32), d['y'].astype(np.int64)
 
@@ -124,7 +130,8 @@ def fit_series(x_train, y_train, # labeled series (n, T) and labels
     import fastai.callback.schedule
     from smallwb.core import set_seed
     set_seed(seed)
-    tdl = DataLoader(SeriesItems(x_train, y_train, tfm), bs=bs, shuffle=True, drop_last=True, num_workers=0); tdl.rng.seed(seed)
+    tdl = DataLoader(SeriesItems(x_train, y_train, tfm), bs=bs, shuffle=True, drop_last=True, num_workers=0)
+    tdl.rng.seed(seed)
     vdl = DataLoader(SeriesItems(x_test, y_test), bs=512, num_workers=0)
     learn = Learner(DataLoaders(tdl, vdl, device='cpu'), series_cnn(int(max(y_train.max(), y_test.max())) + 1), loss_func=nn.CrossEntropyLoss(), metrics=accuracy)
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)

@@ -166,7 +166,8 @@ def create_backbone(name:str='lite0', # a key of `BACKBONES`
                                f"backbone 'lite0' (ImageNet weights shipped in a package), or pass pretrained='path/to/weights.pth' "
                                f"(a state dict saved with torch.save), or pretrained=False to train from random weights.") from None
     with torch.random.fork_rng():  # random weights are always the same ones: the feature cache's key 'name:random' relies on it
-        torch.manual_seed(0); m = timm.create_model(spec.arch, pretrained=False, num_classes=0)
+        torch.manual_seed(0)
+        m = timm.create_model(spec.arch, pretrained=False, num_classes=0)
     if pretrained is True: _check_keys(m, package_state_dict(spec.arch, stage_depths(m)), f"the {spec.arch} package weights")
     elif pretrained: _check_keys(m, _load_file(pretrained), str(pretrained))
     return m.eval()
@@ -206,10 +207,14 @@ def cpu_latency_ms(model:nn.Module, # any module taking (1, 3, size, size) image
     "Median batch-1 CPU latency of `model` in milliseconds (torch eager)."
     import time
     from smallwb.core import torch_threads
-    model = model.cpu().eval(); x = torch.randn(1, 3, size, size); ts = []
+    model = model.cpu().eval()
+    x = torch.randn(1, 3, size, size)
+    ts = []
     with torch_threads(threads):
         for i in range(warmup + n):
-            t = time.perf_counter(); model(x); ts.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            model(x)
+            ts.append(time.perf_counter() - t)
     return float(np.median(ts[warmup:]) * 1000)
 
 def backbone_table(names=('lite0', 'lite1', 'lite2'), # keys of `BACKBONES`
@@ -219,7 +224,8 @@ def backbone_table(names=('lite0', 'lite1', 'lite2'), # keys of `BACKBONES`
     import pandas as pd
     rows = []
     for name in names:
-        spec = backbone_spec(name); m = create_backbone(name, spec.weights == 'package')
+        spec = backbone_spec(name)
+        m = create_backbone(name, spec.weights == 'package')
         rows.append(dict(backbone=name, arch=spec.arch, weights=spec.weights, native_size=spec.size, crop_pct=spec.crop_pct,
                          mean=spec.mean, std=spec.std, params_M=round(n_params(m) / 1e6, 2),
                          **({'cpu_batch1_ms': round(cpu_latency_ms(m, spec.size, n, 3), 1)} if n else {})))
@@ -289,7 +295,8 @@ def save_model(path, # file to write (a .pth)
                **extra, # anything else worth keeping (metrics, recipe)
               ) -> Path:
     "Save weights with everything needed to use them: architecture, classes, normalization, size and crop."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(arch=arch, classes=list(classes), size=int(size), mean=list(mean), std=list(std), crop_pct=crop_pct, **extra)
     torch.save({'state_dict': model.state_dict(), 'meta': meta}, path)
     return path
@@ -302,7 +309,9 @@ def load_model(path, # a checkpoint written by `save_model`
     ck = read_checkpoint(p)
     if not isinstance(ck, dict) or 'meta' not in ck or 'state_dict' not in ck:
         raise ValueError(f"{p}: not a smallwb checkpoint (no 'meta'/'state_dict'); a bare state dict goes to create_backbone(name, pretrained=path)")
-    meta = ck['meta']; arch = dict(meta['arch']); name = arch.pop('name')
+    meta = ck['meta']
+    arch = dict(meta['arch'])
+    name = arch.pop('name')
     if name not in ARCHS: raise ValueError(f"{p}: unknown architecture {name!r}; known: {', '.join(ARCHS)}")
     if n_classes is not None and len(meta['classes']) != n_classes:
         raise ValueError(f"{p}: checkpoint has {len(meta['classes'])} classes ({meta['classes']}), expected {n_classes}")
@@ -314,7 +323,8 @@ def load_model(path, # a checkpoint written by `save_model`
 # %% ../nbs/02_transfer.ipynb #23
 @torch.no_grad()
 def _forward(model:nn.Module, x:torch.Tensor, bs:int=64, device=None) -> np.ndarray:
-    device = device or default_device(); model = model.to(device).eval()
+    device = device or default_device()
+    model = model.to(device).eval()
     return np.concatenate([model(x[i:i+bs].to(device)).float().cpu().numpy() for i in range(0, len(x), bs)]) if len(x) else np.zeros((0, feature_dim(model) if hasattr(model, 'num_features') else 0), np.float32)
 
 def input_key(size:int, crop_pct:float|None=None) -> str:
@@ -473,7 +483,8 @@ def fold_standardization(lin:nn.Linear, mean:torch.Tensor, std:torch.Tensor) -> 
     "Make `lin` take raw features: `lin((x - mean)/std)` becomes `lin'(x)`."
     with torch.no_grad():
         w = lin.weight / std
-        lin.bias.sub_(w @ mean); lin.weight.copy_(w)
+        lin.bias.sub_(w @ mean)
+        lin.weight.copy_(w)
     return lin
 
 # %% ../nbs/02_transfer.ipynb #40
@@ -548,7 +559,9 @@ def _linear(F:np.ndarray, y:np.ndarray, n_classes:int, C:float) -> nn.Linear:
         with threadpool_limits(1): lr = LogisticRegression(C=C, max_iter=5000).fit(F, y)  # tiny problems: threads only add overhead
         coef, icpt = (lr.coef_, lr.intercept_) if len(present) > 2 else (np.r_[-lr.coef_, lr.coef_] / 2, np.r_[-lr.intercept_, lr.intercept_] / 2)
         w[lr.classes_], b[lr.classes_] = coef, icpt
-    with torch.no_grad(): lin.weight.copy_(torch.from_numpy(w)); lin.bias.copy_(torch.from_numpy(b))
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(w))
+        lin.bias.copy_(torch.from_numpy(b))
     return lin
 
 def _mlp(F:np.ndarray, y:np.ndarray, n_classes:int, C:float, hidden:int, steps:int) -> nn.Sequential:
@@ -711,7 +724,8 @@ def predict_logits(model:nn.Module, # any module taking normalized (N, 3, size, 
     if cache is not False and len(idxs) and bb in BACKBONES and (tuple(mean), tuple(std)) == (BACKBONES[bb].mean, BACKBONES[bb].std):
         out = cached_logits(model, ds, idxs, size, crop_pct, cache or None)
         if out is not None: return out.astype(np.float32)
-    device = device or default_device(); model = model.to(device).eval()
+    device = device or default_device()
+    model = model.to(device).eval()
     out = [model(normalize(ds.images(idxs[i:i+bs], size, crop_pct), mean, std).to(device)).float().cpu().numpy()
            for i in range(0, len(idxs), bs)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
@@ -847,7 +861,9 @@ def fine_tune(ds:Dataset, # the dataset
     from smallwb.core import set_seed
     if strategy not in ('head', 'gradual'): raise ValueError(f"unknown fine-tuning strategy {strategy!r}: use 'head' or 'gradual' (or fit_probe for 'probe')")
     if bn not in BN_MODES: raise ValueError(f"bn={bn!r}: use one of {', '.join(BN_MODES)}")
-    check_size(backbone, size); spec = backbone_spec(backbone); set_seed(seed)
+    check_size(backbone, size)
+    spec = backbone_spec(backbone)
+    set_seed(seed)
     train, valid = holdout(ds, idxs, seed=seed) if valid_idx is None else (np.asarray(idxs), np.asarray(valid_idx))
     if not len(valid): raise ValueError(f"fine-tuning needs validation items: {len(train)} labeled items leave none to hold out; pass valid_idx")
     model = create_classifier(backbone, len(ds.classes), pretrained)
@@ -860,7 +876,9 @@ def fine_tune(ds:Dataset, # the dataset
     keep, hist = KeepBest(monitor), History()
     learn = make_learner(model, dls, n_groups, cbs=[hist, keep] + list(cbs or []), **BN_MODES[bn])
     with ExitStack() as quiet:
-        if not show_progress: quiet.enter_context(learn.no_bar()); quiet.enter_context(learn.no_logging())
+        if not show_progress:
+            quiet.enter_context(learn.no_bar())
+            quiet.enter_context(learn.no_logging())
         start = _validate(learn, [keep, hist])
         keep.start(float(start[0] if monitor == 'valid_loss' else start[1]))
         _phases(learn, strategy, epochs, lr, lr_mult, n_groups)
@@ -943,7 +961,10 @@ def cross_validate(ds:Dataset, # the dataset
     "A table, in `recipes` order: out-of-fold accuracy ± its standard error, log-loss, and the paired gain over the first recipe ± SE."
     import pandas as pd, time
     from fastprogress.fastprogress import progress_bar
-    idxs = np.asarray(idxs); y = ds.labels[idxs]; folds = _folds(y, k, seed); rows, right = [], {}
+    idxs = np.asarray(idxs)
+    y = ds.labels[idxs]
+    folds = _folds(y, k, seed)
+    rows, right = [], {}
     for r in progress_bar(recipes, leave=False):
         t0 = time.time()
         p = _cv_probs(ds, idxs, r, folds, backbone, size, pretrained, cache, seed, crop_pct)
@@ -977,7 +998,8 @@ def fit_recipe(ds:Dataset, # the dataset
     if r.kind == 'probe':
         return fit_probe(ds, idxs, r.members, backbone, size, r.hflip, r.C, r.hidden, pretrained, cache, seed, crop_pct)
     learn = fine_tune(ds, idxs, r.strategy, backbone, size, r.epochs, pretrained=pretrained, cache=cache, seed=seed, crop_pct=crop_pct, **kwargs)
-    m = learn.model.eval(); m.report = learn.report
+    m = learn.model.eval()
+    m.report = learn.report
     return m
 
 def auto(ds:Dataset, # the dataset
@@ -992,7 +1014,9 @@ def auto(ds:Dataset, # the dataset
         ) -> tuple:
     "Choose a recipe on the labeled items (the prior unless CV can tell better), refit it on all of them: (model, recipe, CV table)."
     recipes = recipes or candidates(backbone, len(idxs))
-    if len(recipes) == 1 or np.bincount(ds.labels[np.asarray(idxs)]).min() < 2: cv = None; best = recipes[0]
+    if len(recipes) == 1 or np.bincount(ds.labels[np.asarray(idxs)]).min() < 2:
+        cv = None
+        best = recipes[0]
     else:
         cv = cross_validate(ds, idxs, recipes, backbone, size, pretrained, k, seed, cache, crop_pct)
         best = next(r for r in recipes if r.name == choose(cv, z))
@@ -1010,7 +1034,8 @@ def plot_cv(cv, # a `cross_validate` table
     ax.barh(d.recipe, d.cv_accuracy, xerr=d.cv_se, capsize=3, color=['tab:orange' if r == chosen else 'tab:blue' for r in d.recipe])
     for i, (v, g, se) in enumerate(zip(d.cv_accuracy, d.gain, d.gain_se)): ax.text(v, i, f'  {v:.3f} (gain {g:+.3f} ± {se:.3f})', va='center', fontsize=8)
     ax.set_xlim(max(0, (d.cv_accuracy - d.cv_se).min() - 0.1), 1.15)
-    ax.set_xlabel('cross-validated accuracy ± SE (labeled items only)'); ax.set_title(f'recipes auto compared; chose {chosen!r}')
+    ax.set_xlabel('cross-validated accuracy ± SE (labeled items only)')
+    ax.set_title(f'recipes auto compared; chose {chosen!r}')
     return ax.figure
 
 # %% ../nbs/02_transfer.ipynb #10e9a1ed
@@ -1054,7 +1079,8 @@ def learning_curve(ds:Dataset, # the dataset
     "`valid_score` of `r` trained on the first 2, …, all labeled items of each class: a table (labels_per_class, accuracy, on)."
     import pandas as pd
     lab, y = np.asarray(split.labeled), ds.labels
-    per = np.bincount(y[lab], minlength=len(ds.classes)); top = int(per[per > 0].min())
+    per = np.bincount(y[lab], minlength=len(ds.classes))
+    top = int(per[per > 0].min())
     rows = []
     for k_ in sorted(set(np.linspace(2, top, steps).astype(int))):
         ii = np.concatenate([lab[y[lab] == c][:k_] for c in range(len(ds.classes))])

@@ -60,7 +60,8 @@ def joined_lines(src:str) -> list:
     out = []
     for node in ast.walk(ast.parse(src)):
         for field in ('body', 'orelse', 'finalbody', 'handlers'):
-            kids = [k for k in getattr(node, field, []) or [] if isinstance(k, ast.stmt)]
+            v = getattr(node, field, None)
+            kids = [k for k in v if isinstance(k, ast.stmt)] if isinstance(v, list) else []
             out += [b.lineno for a, b in zip(kids, kids[1:]) if a.end_lineno == b.lineno]
     return sorted(set(out))
 
