@@ -5,87 +5,115 @@
 # %% ../nbs/03b_series.ipynb #d6081099
 from __future__ import annotations
 import numpy as np, torch, torch.nn as nn
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['SERIES_OPS', 'jitter', 'scaling', 'time_warp', 'window_slice', 'SeriesAugment', 'mnist1d',
            'show_series_augmentations', 'series_cnn', 'SeriesItems', 'fit_series']
 
 # %% ../nbs/03b_series.ipynb #df1a91ff
-def jitter(x:np.ndarray, rng:np.random.Generator, sigma:float=0.05) -> np.ndarray:
-    "Add Gaussian noise of `sigma` times the series' standard deviation."
+def jitter(x:np.ndarray, # a series (T,) or channels (C, T)
+           rng:np.random.Generator, # where the noise comes from
+           sigma:float=0.05, # noise scale, a fraction of the series' standard deviation
+          ) -> np.ndarray:
+    "`x` plus Gaussian noise of `sigma` × its standard deviation, same shape (Um et al., 2017)."
     return x + rng.normal(0, sigma * (x.std() + 1e-8), x.shape)
 
-def scaling(x:np.ndarray, rng:np.random.Generator, sigma:float=0.1) -> np.ndarray:
-    "Multiply each channel by a random factor around 1."
+# %% ../nbs/03b_series.ipynb #e9687878
+def scaling(x:np.ndarray, # a series (T,) or channels (C, T)
+            rng:np.random.Generator, # where the factors come from
+            sigma:float=0.1, # standard deviation of the factors around 1
+           ) -> np.ndarray:
+    "`x` with each channel multiplied by one random factor drawn around 1, same shape (Um et al., 2017)."
     f = rng.normal(1, sigma, x.shape[:-1] + (1,))
     return x * f
 
-# %% ../nbs/03b_series.ipynb #266042ac
+# %% ../nbs/03b_series.ipynb #651baba5
 def _interp(x:np.ndarray, t:np.ndarray) -> np.ndarray:
-    "Values of `x` (…, T) at fractional time positions `t` (T',), linearly interpolated."
+    "Values of `x` (…, T) at fractional time positions `t` (T',), linearly interpolated: (…, T')."
     T = x.shape[-1]
     i = np.clip(np.floor(t).astype(int), 0, T-2)
     f = np.clip(t - i, 0, 1)
     return x[..., i] * (1 - f) + x[..., i+1] * f
 
-def time_warp(x:np.ndarray, rng:np.random.Generator, sigma:float=0.2, knots:int=4) -> np.ndarray:
-    "Resample along a smooth random time map (speeds drawn around 1 at `knots` points)."
+# %% ../nbs/03b_series.ipynb #820173ad
+def time_warp(x:np.ndarray, # a series (T,) or channels (C, T)
+              rng:np.random.Generator, # where the speeds come from
+              sigma:float=0.2, # standard deviation of the speeds around 1
+              knots:int=4, # inner points where a speed is drawn (the map is smooth between them)
+             ) -> np.ndarray:
+    "`x` resampled along a smooth random time map that keeps the end points, same shape (Um et al., 2017)."
     T = x.shape[-1]
-    speed = np.interp(np.linspace(0, knots+1, T), np.arange(knots+2), np.clip(rng.normal(1, sigma, knots+2), 0.1, None))
-    t = np.cumsum(speed)
+    speeds = np.clip(rng.normal(1, sigma, knots+2), 0.1, None)
+    t = np.cumsum(np.interp(np.linspace(0, knots+1, T), np.arange(knots+2), speeds))
     t = (t - t[0]) / (t[-1] - t[0]) * (T - 1)
     return _interp(x, t)
 
-def window_slice(x:np.ndarray, rng:np.random.Generator, ratio:float=0.85) -> np.ndarray:
-    "A random window of `ratio` of the length, stretched back to the full length."
+# %% ../nbs/03b_series.ipynb #e5210033
+def window_slice(x:np.ndarray, # a series (T,) or channels (C, T)
+                 rng:np.random.Generator, # where the window's start comes from
+                 ratio:float=0.85, # the window's length, a fraction of T
+                ) -> np.ndarray:
+    "A random window of `ratio` × T steps of `x`, stretched back to T steps, same shape (Le Guennec et al., 2016)."
     T = x.shape[-1]
     w = max(2, int(round(T * ratio)))
     s = rng.integers(0, T - w + 1)
     return _interp(x, np.linspace(s, s + w - 1, T))
 
+# %% ../nbs/03b_series.ipynb #39efed80
 SERIES_OPS = {'jitter': jitter, 'scaling': scaling, 'time_warp': time_warp, 'window_slice': window_slice}
 
-# %% ../nbs/03b_series.ipynb #e9687878
+# %% ../nbs/03b_series.ipynb #61032845
+def _check_series_ops(ops:list, kwargs:dict):
+    "`ValueError` naming any op not in `SERIES_OPS`, and any per-op argument for an op not in `ops`."
+    bad = [o for o in ops if o not in SERIES_OPS]
+    if bad: raise ValueError(f"unknown series op {', '.join(map(repr, bad))}; valid: {', '.join(SERIES_OPS)}")
+    unknown = [k for k in kwargs if k not in ops]
+    if unknown: raise ValueError(f"arguments for {', '.join(unknown)}, which is not among the ops {list(ops)}")
+
+# %% ../nbs/03b_series.ipynb #6fe1f8e2
 class SeriesAugment:
     "Apply the named series ops in order, each with probability `p`, using its own random generator."
-    def __init__(self, ops:list=('jitter', 'scaling', 'time_warp', 'window_slice'), # keys of `SERIES_OPS`
+    def __init__(self, ops:list=tuple(SERIES_OPS), # keys of `SERIES_OPS`
                  p:float=0.5, # probability of each op
-                 seed:int=0,
+                 seed:int=0, # seed of its random generator
                  **kwargs, # per-op arguments, e.g. jitter=dict(sigma=0.1)
                 ):
-        bad = [o for o in ops if o not in SERIES_OPS]
-        if bad: raise ValueError(f"unknown series op {', '.join(map(repr, bad))}; valid: {', '.join(SERIES_OPS)}")
-        unknown = [k for k in kwargs if k not in ops]
-        if unknown: raise ValueError(f"arguments for {', '.join(unknown)}, which is not among the ops {list(ops)}")
+        _check_series_ops(ops, kwargs)
         self.ops, self.p, self.kw, self.rng = list(ops), p, kwargs, np.random.default_rng(seed)
-
-    def __call__(self, x:np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if x.shape[-1] < 4: raise ValueError(f"a series needs at least 4 time steps to augment; got shape {x.shape}")
-        for o in self.ops:
-            if self.rng.random() < self.p: x = SERIES_OPS[o](x, self.rng, **self.kw.get(o, {}))
-        return x.astype(np.float32)
 
     def __repr__(self): return f"SeriesAugment({self.ops}, p={self.p})"
 
-# %% ../nbs/03b_series.ipynb #651baba5
+# %% ../nbs/03b_series.ipynb #c642980a
+@patch
+def __call__(self:SeriesAugment, x:np.ndarray, # a series (T,) or channels (C, T), T ≥ 4
+            ) -> np.ndarray:
+    "`x` as float32 with each op applied with probability `p`, same shape; `ValueError` below 4 time steps."
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[-1] < 4: raise ValueError(f"a series needs at least 4 time steps to augment; got shape {x.shape}")
+    for o in self.ops:
+        if self.rng.random() < self.p: x = SERIES_OPS[o](x, self.rng, **self.kw.get(o, {}))
+    return x.astype(np.float32)
+
+# %% ../nbs/03b_series.ipynb #20943903
 def mnist1d(n:int=4000, # number of series to generate
             seed:int=42, # generator seed
            ) -> tuple:
-    "MNIST-1D series x (n, 40) float32 and labels y (n,), generated offline (`mnist1d.data.make_dataset`)."
+    "MNIST-1D series x (n, 40) float32 and labels y (n,) int64, generated offline (`mnist1d.data.make_dataset`)."
     from mnist1d.data import make_dataset, get_dataset_args
     args = get_dataset_args()
     args.num_samples, args.seed, args.train_split = n, seed, 1.0
     d = make_dataset(args)
     return d['x'].astype(np.float32), d['y'].astype(np.int64)
 
-# %% ../nbs/03b_series.ipynb #22ec59a5
+# %% ../nbs/03b_series.ipynb #7d179d6e
 def show_series_augmentations(x:np.ndarray, # series (n, T)
                               y=None, # labels, for titles
                               ops=tuple(SERIES_OPS), # one column per op
                               copies:int=3, # augmented copies per op
-                              seed:int=0):
-    "One row per series, one column per op: the original (black) and `copies` augmented versions."
+                              seed:int=0, # seed of the first row's augmentations (row r uses seed + r)
+                             ):
+    "A figure of one row per series, one column per op: the original (black) and `copies` augmented versions."
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(len(x), len(ops), figsize=(3*len(ops), 1.6*len(x)), squeeze=False, sharex=True)
     for r, s in enumerate(x):
@@ -99,40 +127,59 @@ def show_series_augmentations(x:np.ndarray, # series (n, T)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/03b_series.ipynb #39efed80
+# %% ../nbs/03b_series.ipynb #541a7276
 def series_cnn(n_classes:int=10, # outputs
                width:int=32, # channels
               ) -> nn.Module:
-    "A small 1D CNN for (B, 1, T) series: three conv blocks, global pooling, linear."
+    "A small 1D CNN for (B, 1, T) series → (B, n_classes) logits: three conv blocks, global pooling, linear."
     def block(i, o, s): return nn.Sequential(nn.Conv1d(i, o, 5, stride=s, padding=2), nn.BatchNorm1d(o), nn.ReLU())
     return nn.Sequential(block(1, width, 1), block(width, width, 2), block(width, width, 2),
                          nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(width, n_classes))
 
+# %% ../nbs/03b_series.ipynb #1cec0266
 class SeriesItems(torch.utils.data.Dataset):
-    "(series (1, T) float tensor, label) items, optionally augmented."
-    def __init__(self, x, y, tfm=None): self.x, self.y, self.tfm = np.asarray(x, np.float32), torch.as_tensor(y), tfm
+    "(series (1, T) float32 tensor, label) items, optionally augmented: what `fit_series` loads."
+    def __init__(self, x, # series (n, T)
+                 y, # labels (n,)
+                 tfm=None, # a callable on one series (T,), e.g. a `SeriesAugment`; None: as they are
+                ):
+        self.x, self.y, self.tfm = np.asarray(x, np.float32), torch.as_tensor(y), tfm
+
     def __len__(self): return len(self.x)
+
     def __getitem__(self, i):
         s = self.x[i] if self.tfm is None else self.tfm(self.x[i])
         return torch.as_tensor(s, dtype=torch.float32)[None], self.y[i]
 
-# %% ../nbs/03b_series.ipynb #61032845
-def fit_series(x_train, y_train, # labeled series (n, T) and labels
-               x_test, y_test, # held-out series to score
-               tfm=None, # a `SeriesAugment` (or any callable on one series), training items only
-               epochs:int=60, lr:float=3e-3, bs:int=32, seed:int=0,
-              ) -> float:
-    "Train `series_cnn` with fastai on the labeled series; its accuracy on the held-out ones."
+# %% ../nbs/03b_series.ipynb #2c81060c
+def _series_dls(x_train, y_train, x_test, y_test, tfm, bs:int, seed:int):
+    "fastai `DataLoaders` (CPU): shuffled, seeded training batches of `bs` augmented by `tfm`; test batches of 512."
     from fastai.data.load import DataLoader
     from fastai.data.core import DataLoaders
+    tdl = DataLoader(SeriesItems(x_train, y_train, tfm), bs=bs, shuffle=True, drop_last=True, num_workers=0)
+    tdl.rng.seed(seed)
+    vdl = DataLoader(SeriesItems(x_test, y_test), bs=512, num_workers=0)
+    return DataLoaders(tdl, vdl, device='cpu')
+
+# %% ../nbs/03b_series.ipynb #d1e6856f
+def fit_series(x_train, # labeled series (n, T)
+               y_train, # their labels (n,)
+               x_test, # held-out series to score (m, T)
+               y_test, # their labels (m,)
+               tfm=None, # a `SeriesAugment` (or any callable on one series), training items only
+               epochs:int=60, # training epochs (one-cycle schedule)
+               lr:float=3e-3, # peak learning rate
+               bs:int=32, # batch size
+               seed:int=0, # seed of the weights, the batches and the augmentations' order
+              ) -> float:
+    "Train `series_cnn` with fastai's `fit_one_cycle` on the labeled series; its accuracy (0..1) on the held-out ones."
     from fastai.learner import Learner
     from fastai.metrics import accuracy
     import fastai.callback.schedule
     from smallwb.core import set_seed
     set_seed(seed)
-    tdl = DataLoader(SeriesItems(x_train, y_train, tfm), bs=bs, shuffle=True, drop_last=True, num_workers=0)
-    tdl.rng.seed(seed)
-    vdl = DataLoader(SeriesItems(x_test, y_test), bs=512, num_workers=0)
-    learn = Learner(DataLoaders(tdl, vdl, device='cpu'), series_cnn(int(max(y_train.max(), y_test.max())) + 1), loss_func=nn.CrossEntropyLoss(), metrics=accuracy)
+    dls = _series_dls(x_train, y_train, x_test, y_test, tfm, bs, seed)
+    model = series_cnn(int(max(y_train.max(), y_test.max())) + 1)
+    learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), metrics=accuracy)
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
     return float(learn.validate()[1])
