@@ -9,16 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from fastcore.basics import patch
 from .core import read_json, write_json, scalar_metrics, is_timing, bytes_hash, stage_metrics
-from .pipeline import (parse_value, read_config, check_run, stage_fits, kernel_name, KERNEL_ARGS, RunFailed,
-                              RunInterrupted, _split_key, _one_line, _fmt)
+from .pipeline import (parse_value, read_config, check_run, stage_fits, kernel_name, experiments_dir, KERNEL_ARGS,
+                              RunFailed, RunInterrupted, _split_key, _one_line, _fmt)
 
 # %% auto #0
-__all__ = ['THREAD_VARS', 'OUTCOMES', 'STATUS_OK', 'LABEL_AXES', 'parse_axis', 'make_grid', 'Cell', 'cell_name', 'grid_cells',
-           'check_cells', 'done_stages', 'smallwb_command', 'flat_params', 'cell_argv', 'cores', 'cell_threads',
-           'thread_env', 'run_cell', 'LocalCells', 'DaskCells', 'open_sweep_dir', 'outcome', 'pending', 'run_cells',
-           'sweep', 'cell_metrics', 'results_table', 'axis_roles', 'default_metric', 'curves', 'labels_to_target',
-           'default_target', 'plot_curves', 'plot_labels_to_target', 'figures', 'write_results', 'report_notebook',
-           'run_report', 'sweep_parser', 'read_sweep_config', 'sweep_command']
+__all__ = ['THREAD_VARS', 'OUTCOMES', 'STATUS_OK', 'TAIL', 'LABEL_AXES', 'parse_axis', 'make_grid', 'Cell', 'cell_name',
+           'grid_cells', 'check_cells', 'done_stages', 'smallwb_command', 'flat_params', 'cell_argv', 'cores',
+           'cell_threads', 'thread_env', 'run_cell', 'LocalCells', 'DaskCells', 'open_sweep_dir', 'outcome', 'pending',
+           'run_cells', 'sweep', 'cell_metrics', 'grid_axes', 'results_table', 'axis_roles', 'default_metric', 'curves',
+           'labels_to_target', 'default_target', 'plot_curves', 'plot_labels_to_target', 'figures', 'write_results',
+           'report_notebook', 'run_report', 'sweep_parser', 'read_sweep_config', 'sweep_command']
 
 # %% ../nbs/10_sweep.ipynb #dd8cc0dc
 def _values(text) -> list:
@@ -361,7 +361,7 @@ def _save(sweep_dir:Path, info:dict, records:dict):
 
 def _submit(ex, sweep_dir:Path, todo:list, records:dict, plans:dict, threads, exp_dir, kernel) -> dict:
     "Future → cell name, for every cell to run."
-    env = {'SMALLWB_EXPERIMENTS': str(Path(exp_dir).resolve())} if exp_dir else {}
+    env = {'SMALLWB_EXPERIMENTS': str(Path(exp_dir or experiments_dir()).resolve())}  # the same notebooks everywhere
     futs = {}
     for c in todo:
         found, _, declared, params, _, _ = plans[c.name]
@@ -460,7 +460,8 @@ def sweep(grid:dict, # axis (a parameter; `stage.key` for one stage's) → its v
     _strays(sweep_dir, records, log)
     ex = (DaskCells(scheduler) if scheduler else LocalCells(min(workers or cores(), len(todo)))) if todo else None
     threads = threads or (ex.threads() if ex else None)
-    info = {'status': 'running', 'grid': grid, 'params': dict(params or {}), 'stages': plans[cells[0].name][1],
+    info = {'status': 'running', 'grid': grid, 'axes': list(grid), 'params': dict(params or {}),
+            'stages': plans[cells[0].name][1],
             'executor': repr(ex) if ex else None, 'threads': threads}
     _save(sweep_dir, info, records)
     t0 = time.time()
@@ -474,24 +475,40 @@ def sweep(grid:dict, # axis (a parameter; `stage.key` for one stage's) → its v
     return sweep_dir
 
 # %% ../nbs/10_sweep.ipynb #149eb273
-def cell_metrics(m:dict, # a stage's metrics
-                ) -> dict:
-    "The numbers of a stage's metrics a sweep's table shows: at most one level down, no timings, no per-class detail."
+def _numbers(m:dict) -> dict:
+    "The numeric scalars of `m`, flattened, at most one level down, without timings or per-class detail."
     return {k: v for k, v in scalar_metrics(m).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k.count('.') <= 1
             and not any(is_timing(p) for p in k.split('.')) and not k.startswith('per_class')}
 
+def _single(m:dict) -> dict:
+    "`m` with every one-entry mapping read as that entry's value (a per-strategy result of a cell of one strategy)."
+    one = lambda v: isinstance(v, dict) and len(v) == 1 and not isinstance(next(iter(v.values())), dict)
+    return {k: next(iter(v.values())) if one(v) else v for k, v in m.items()}
+
+def cell_metrics(m:dict, # a stage's metrics
+                ) -> dict:
+    "The numbers of a stage's metrics a sweep's table shows (see above); a one-entry mapping also as its value."
+    return {**_numbers(m), **_numbers(_single(m))}
+
 # %% ../nbs/10_sweep.ipynb #3d2a86db
 STATUS_OK = ('done', 'reused')  # cells whose metrics count
+TAIL = ('cell_seconds', 'threads', 'host', 'error', 'notebook')  # the results table's last columns, about the run
 
-def _cell_row(sweep_dir:Path, rec:dict, stages:list) -> dict:
+def grid_axes(info:dict, # what sweep.json records
+        ) -> list:
+    "The grid's axes in the order they were given (JSON files keep their keys sorted)."
+    return info.get('axes') or list(info['grid'])
+
+def _cell_row(sweep_dir:Path, rec:dict, info:dict) -> dict:
     "One row of the results table."
-    values = {k: _text(v) if isinstance(v, (list, tuple)) else v for k, v in rec['values'].items()}
+    vals = [(k, rec['values'][k]) for k in grid_axes(info)]
+    values = {k: _text(v) if isinstance(v, (list, tuple)) else v for k, v in vals}
     row = {'cell': rec['name'], **values, 'status': rec['status']}
     run = sweep_dir/'runs'/rec['name']
-    for s in stages if rec['status'] in STATUS_OK + ('failed', 'interrupted') else []:
+    for s in info['stages'] if rec['status'] in STATUS_OK + ('failed', 'interrupted') else []:
         row.update({f'{s}.{k}': v for k, v in cell_metrics(stage_metrics(run, s) or {}).items()})
-    return {**row, **{k: rec.get(k) for k in ('cell_seconds', 'threads', 'host', 'error', 'notebook')}}
+    return {**row, **{k: rec.get(k) for k in TAIL}}
 
 def results_table(sweep_dir, # a sweep folder
                  ):
@@ -499,7 +516,8 @@ def results_table(sweep_dir, # a sweep folder
     import pandas as pd
     sweep_dir = Path(sweep_dir)
     info = read_json(sweep_dir/'sweep.json')
-    return pd.DataFrame([_cell_row(sweep_dir, r, info['stages']) for r in info['cells']])
+    t = pd.DataFrame([_cell_row(sweep_dir, r, info) for r in info['cells']])
+    return t[[c for c in t.columns if c not in TAIL] + list(TAIL)]
 
 # %% ../nbs/10_sweep.ipynb #81671bb3
 LABEL_AXES = ('labels_per_class', 'budget', 'n_labels')  # names of an axis that counts labels, preferred first
@@ -579,6 +597,7 @@ def plot_curves(c, # `curves`
         ax.errorbar(g[roles['x']], g['mean'], yerr=g['std'], marker='o', capsize=3, label=line)
         ax.fill_between(g[roles['x']], g['mean'] - g['std'], g['mean'] + g['std'], alpha=.12)
     if target is not None: ax.axhline(target, color='k', ls='--', lw=1, label=f'target {target:.3g}')
+    ax.set_xticks(sorted(c[roles['x']].unique()))  # the grid's budgets
     over = ', '.join(roles['over']) or 'nothing (one cell each)'
     ax.set(xlabel=roles['x'], ylabel=metric, title=f'{metric} vs {roles["x"]}: mean ± std over {over}')
     ax.grid(alpha=.3)
@@ -635,7 +654,7 @@ def figures(sweep_dir, # a sweep folder
     sweep_dir = Path(sweep_dir)
     info, table = read_json(sweep_dir/'sweep.json'), results_table(sweep_dir)
     metric = metric or default_metric(table, info['stages'])
-    roles = axis_roles(info['grid'], x, hue)
+    roles = axis_roles(grid_axes(info), x, hue)
     if roles['x'] is None or metric is None or metric not in table or table[metric].isna().all(): return {}
     c = curves(table, metric, roles)
     target = default_target(c) if target is None else target
@@ -659,7 +678,7 @@ def write_results(sweep_dir, # a sweep folder
     figs = figures(sweep_dir, metric, x, hue, target)
     counts = table.status.value_counts().to_dict()
     lines = [f'# Sweep `{sweep_dir.name}`', '', f"Stages: {', '.join(info['stages'])}; grid: " + '; '.join(
-        f"`{k}` = {', '.join(map(_text, v))}" for k, v in info['grid'].items()) + '.', '',
+        f"`{k}` = {', '.join(map(_text, info['grid'][k]))}" for k in grid_axes(info)) + '.', '',
         f"{len(table)} cells: " + ', '.join(f'{n} {s}' for s, n in counts.items()) + f"; ran on {info['executor']}.",
         '']
     for n in ('accuracy_vs_labels', 'labels_to_target'):

@@ -27,7 +27,8 @@ extra = dict()
 stage.finish({{'accuracy': float(model.score(X[split.test], y[split.test])), 'n_labeled': len(split.labeled),
               'omp_threads': os.environ.get('OMP_NUM_THREADS'), 'fit_seconds': time.time() - stage.t0, **extra}})'''
 TORCH = "import torch\nextra['torch_threads'] = torch.get_num_threads()"
-CHECK = "if strategy == 'scaled' and fail_check: raise RuntimeError('check failed on purpose')\nstage.finish({'checked': 1})"
+CHECK = ("if strategy == 'scaled' and fail_check: raise RuntimeError('check failed on purpose')\n"
+         "stage.finish({'checked': 1})")
 
 
 def quiet(*a): pass
@@ -49,21 +50,25 @@ def metrics_of(d, stages):
             for c in read_json(d/'sweep.json')['cells']}
 
 
-def test_local_processes_and_a_dask_cluster_give_identical_metrics(tmp_path):
+def test_local_processes_and_a_dask_cluster_give_identical_metrics(tmp_path, monkeypatch):
     """The same two cells on two local worker processes and on a 2-worker LocalCluster that the test starts on
     127.0.0.1: identical metrics (timings aside), every cell done, and inside each stage torch uses the threads the
-    sweep gave the cell (cores over cells at once), not all the cores."""
+    sweep gave the cell (cores over cells at once), not all the cores. The experiments folder is set only after the
+    workers started (as on a cluster, whose workers never saw the sweep's environment): the cells are told where it
+    is."""
     from distributed import LocalCluster
     d = tmp_path/'experiments'
     d.mkdir()
     experiment(d/'01_fit.ipynb', 'fit', FIT.format(torch=TORCH), extra=STRATEGY, data=True)
     grid = {'labels_per_class': [2, 5]}
-    local = sweep(grid, ['fit'], {}, 'local', tmp_path/'sweeps', workers=2, exp_dir=d, progress=False, log=quiet)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1',
                       dashboard_address=None) as cluster:
-        dask = sweep(grid, ['fit'], {}, 'dask', tmp_path/'sweeps', scheduler=cluster.scheduler_address, exp_dir=d,
-                     progress=False, log=quiet)
-        assert read_json(dask/'sweep.json')['executor'].startswith(f'Dask cluster {cluster.scheduler_address}: 2 workers')
+        monkeypatch.setenv('SMALLWB_EXPERIMENTS', str(d))
+        local = sweep(grid, ['fit'], {}, 'local', tmp_path/'sweeps', workers=2, progress=False, log=quiet)
+        dask = sweep(grid, ['fit'], {}, 'dask', tmp_path/'sweeps', scheduler=cluster.scheduler_address, progress=False,
+                     log=quiet)
+        executor = read_json(dask/'sweep.json')['executor']
+        assert executor.startswith(f'Dask cluster {cluster.scheduler_address}: 2 workers'), executor
     a, b = metrics_of(local, ['fit']), metrics_of(dask, ['fit'])
     assert list(a) == ['labels_per_class=2', 'labels_per_class=5']
     assert a == b

@@ -98,7 +98,7 @@ def speedup(times, data, mode, rounds) -> float:
 def table(times, data, modes, rounds, stages):
     "Rows of one data set's table: median wall time and speed-up over rounds, per mode."
     rows = ['| mode | cells at once | threads per cell | wall s (median) | speed-up vs one after another '
-            '| mean cell s | load average (start → end) | metrics vs one after another |', '|---|---|---|---|---|---|---|---|']
+            '| mean cell s | load average (start → end) | metrics vs one after another |', '|' + '---|' * 8]
     ref = metrics(key(data, BASE, 0), stages)
     for m in modes:
         recs = [times[key(data, m, r)] for r in range(rounds)]
