@@ -4,17 +4,18 @@
 
 # %% ../nbs/03_augment.ipynb #2
 from __future__ import annotations
-import io
-from dataclasses import dataclass, field
-import numpy as np, torch, torch.nn as nn
+import io, json
+from dataclasses import dataclass
+import numpy as np
 import cv2, albumentations as A
+from .core import bytes_hash
 from .data import Dataset, resize_rgb, show_images
 
 # %% auto #0
-__all__ = ['DOMAINS', 'OPS', 'PRESETS', 'Domain', 'Preset', 'Augment', 'policy', 'random_policy', 'augmentation_grid',
+__all__ = ['DOMAINS', 'OPS', 'PRESETS', 'POLICIES', 'Domain', 'Preset', 'Augment', 'policy', 'random_policy', 'augmentation_grid',
            'show_augmentations', 'grid_png', 'preview_widget', 'View', 'views']
 
-# %% ../nbs/03_augment.ipynb #5
+# %% ../nbs/03_augment.ipynb #572e673b
 @dataclass
 class Domain:
     "What a domain allows: mirroring, turning upside down, and the largest rotation that keeps the label."
@@ -22,14 +23,15 @@ class Domain:
     vflip: bool = False  # an upside-down image has the same label (aerial, microscopy: yes; pets, digits: no)
     rotate: int = 15  # largest rotation in degrees at magnitude 1 (0: never rotate)
 
+# %% ../nbs/03_augment.ipynb #f0b6b791
 DOMAINS = {
     'photos': Domain(hflip=True, vflip=False, rotate=15),
     'digits': Domain(hflip=False, vflip=False, rotate=15),  # a mirrored "2" is no digit, a flipped "6" is a "9"
     'overhead': Domain(hflip=True, vflip=True, rotate=180),  # aerial, microscopy: no up or down
 }
 
-# %% ../nbs/03_augment.ipynb #6
-_CONST = dict(border_mode=cv2.BORDER_CONSTANT, fill=0)
+# %% ../nbs/03_augment.ipynb #5
+_CONST = dict(border_mode=cv2.BORDER_CONSTANT, fill=0)  # what geometric ops fill the uncovered corners with: black
 
 OPS = {  # name → (m, domain, size) → albumentations transform; `None` when the domain forbids the op
     'hflip': lambda m, d, s: A.HorizontalFlip(p=0.5) if d.hflip else None,
@@ -40,43 +42,55 @@ OPS = {  # name → (m, domain, size) → albumentations transform; `None` when 
     'shear': lambda m, d, s: A.Affine(shear=(-15*m, 15*m), p=1, **_CONST),
     'crop': lambda m, d, s: A.RandomResizedCrop(size=(s, s), scale=(1-0.5*m, 1), p=1),
     'brightness': lambda m, d, s: A.RandomBrightnessContrast(brightness_limit=0.4*m, contrast_limit=0.4*m, p=1),
-    'color': lambda m, d, s: A.HueSaturationValue(hue_shift_limit=int(20*m), sat_shift_limit=int(40*m), val_shift_limit=0, p=1),
+    'color': lambda m, d, s: A.HueSaturationValue(hue_shift_limit=int(20*m), sat_shift_limit=int(40*m),
+                                                  val_shift_limit=0, p=1),
     'blur': lambda m, d, s: A.GaussianBlur(sigma_limit=(0.1, 0.1+1.2*m), p=1),
     'noise': lambda m, d, s: A.GaussNoise(std_range=(0., 0.12*m), p=1),
     'perspective': lambda m, d, s: A.Perspective(scale=(0., 0.1*m), p=1, **_CONST),
-    'cutout': lambda m, d, s: A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.1+0.25*m), hole_width_range=(0.1, 0.1+0.25*m), fill=0, p=1),
+    'cutout': lambda m, d, s: A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.1+0.25*m),
+                                              hole_width_range=(0.1, 0.1+0.25*m), fill=0, p=1),
 }
 
 # %% ../nbs/03_augment.ipynb #8
 @dataclass
 class Preset:
     "A named list of ops and the magnitude it uses unless told otherwise."
-    ops: list
-    magnitude: float
+    ops: list  # keys of `OPS`, in the order they are applied
+    magnitude: float  # 0..1, used when `policy` is given none
 
+# %% ../nbs/03_augment.ipynb #914619fb
 PRESETS = {
     'none': Preset([], 0.),
     'conservative': Preset(['hflip', 'vflip', 'rotate', 'shift', 'brightness'], 0.3),
     'moderate': Preset(['hflip', 'vflip', 'rotate', 'shift', 'scale', 'crop', 'brightness', 'color'], 0.6),
-    'aggressive': Preset(['hflip', 'vflip', 'rotate', 'shift', 'scale', 'shear', 'crop', 'brightness', 'color', 'perspective', 'blur', 'noise', 'cutout'], 1.0),
+    'aggressive': Preset(['hflip', 'vflip', 'rotate', 'shift', 'scale', 'shear', 'crop', 'brightness', 'color',
+                          'perspective', 'blur', 'noise', 'cutout'], 1.0),
 }
+
+# %% ../nbs/03_augment.ipynb #154c1f84
+POLICIES = (*PRESETS, 'random')  # the names `policy` builds
 
 # %% ../nbs/03_augment.ipynb #10
 class Augment:
-    "A named albumentations pipeline: call it on an RGB uint8 (H, W, 3) array."
+    "A named albumentations pipeline: call it on an RGB uint8 (H, W, 3) array, get one of the same shape back."
     def __init__(self, name:str, # preset or policy name
                  pipeline:A.BaseCompose, # the albumentations pipeline
                  ops:list, # names of the ops it contains
                  magnitude:float, # their magnitude
                  size:int|None=None, # the crop size of `crop` ops (None: no crop)
-                 domain:Domain|None=None):
-        self.name, self.pipeline, self.ops, self.magnitude, self.size, self.domain = name, pipeline, list(ops), magnitude, size, domain
+                 domain:Domain|None=None, # the domain switches it was built with (None: not recorded)
+                ):
+        self.name, self.pipeline, self.ops = name, pipeline, list(ops)
+        self.magnitude, self.size, self.domain = magnitude, size, domain
 
     def __call__(self, im:np.ndarray) -> np.ndarray:
-        if self.size and min(im.shape[:2]) < self.size:
-            raise ValueError(f"image of {im.shape[1]}x{im.shape[0]} is smaller than the crop size {self.size} of policy {self.name!r}: "
-                             f"resize images to at least {self.size} px first (make_dls(size=...) does), or build the policy with size={min(im.shape[:2])}")
+        if self.size and min(im.shape[:2]) < self.size: raise ValueError(self._too_small(im))
         return self.pipeline(image=im)['image']
+
+    def _too_small(self, im:np.ndarray) -> str:
+        return (f"image of {im.shape[1]}x{im.shape[0]} is smaller than the crop size {self.size} of policy "
+                f"{self.name!r}: resize images to at least {self.size} px first (make_dls(size=...) does), "
+                f"or build the policy with size={min(im.shape[:2])}")
 
     def to_dict(self) -> dict:
         "The pipeline as albumentations serializes it (every transform and its arguments)."
@@ -84,60 +98,83 @@ class Augment:
 
     def __repr__(self): return f"Augment({self.name!r}, magnitude={self.magnitude}, ops={self.ops})"
 
-# %% ../nbs/03_augment.ipynb #11
+# %% ../nbs/03_augment.ipynb #b3d4b49f
 def _check_magnitude(m:float):
-    if not 0 <= m <= 1: raise ValueError(f"magnitude {m} is out of range: use 0 (no change) to 1 (the strongest safe setting)")
+    "`ValueError` unless 0 ≤ `m` ≤ 1."
+    if not 0 <= m <= 1:
+        raise ValueError(f"magnitude {m} is out of range: use 0 (no change) to 1 (the strongest safe setting)")
 
+# %% ../nbs/03_augment.ipynb #2ca18506
 def _check_ops(ops:list):
+    "`ValueError` naming every op that is not a key of `OPS`."
     bad = [o for o in ops if o not in OPS]
     if bad: raise ValueError(f"unknown op {', '.join(map(repr, bad))}; valid ops: {', '.join(OPS)}")
 
+# %% ../nbs/03_augment.ipynb #8c5db2f7
 def _domain(domain:str|Domain|None, hflip, vflip, rotate) -> Domain:
-    "The domain named (or given), with any switch set explicitly overriding it."
+    "The domain named (or given), with any switch set explicitly overriding it; `ValueError` for an unknown name."
     if isinstance(domain, str):
         if domain not in DOMAINS: raise ValueError(f"unknown domain {domain!r}; valid domains: {', '.join(DOMAINS)}")
         domain = DOMAINS[domain]
     d = domain or Domain()
-    return Domain(d.hflip if hflip is None else hflip, d.vflip if vflip is None else vflip, d.rotate if rotate is None else int(rotate))
+    return Domain(d.hflip if hflip is None else hflip, d.vflip if vflip is None else vflip,
+                  d.rotate if rotate is None else int(rotate))
 
+# %% ../nbs/03_augment.ipynb #df3128ed
 def _build(ops:list, m:float, d:Domain, size:int|None) -> list:
-    "The transforms for `ops` (those the domain forbids, and `crop` without a size, are left out)."
+    "(op, transform) pairs for `ops` at magnitude `m`: those the domain forbids, and `crop` without a size, left out."
     ts = [(o, OPS[o](m, d, size)) for o in ops if not (o == 'crop' and not size)]
     return [(o, t) for o, t in ts if t is not None]
 
-# %% ../nbs/03_augment.ipynb #12
-def policy(name:str='moderate', # a preset ('none', 'conservative', 'moderate', 'aggressive') or 'random'
-           magnitude:float|None=None, # 0..1; default: the preset's own
+# %% ../nbs/03_augment.ipynb #92b3b58e
+def _crop_size(ts:list, size:int|None) -> int|None:
+    "The crop size an `Augment` built from the (op, transform) pairs `ts` needs: `size` if they crop, else None."
+    return size if any(o == 'crop' for o, _ in ts) else None
+
+# %% ../nbs/03_augment.ipynb #7f6bc6f0
+def policy(name:str='moderate', # a name in `POLICIES`: a preset of `PRESETS`, or 'random'
+           magnitude:float|None=None, # 0..1; default: the preset's own (0.5 for 'random')
            domain:str|Domain|None=None, # a key of `DOMAINS` or a `Domain`; default `Domain()` (photos)
-           hflip:bool|None=None, vflip:bool|None=None, rotate:int|None=None, # domain switches overriding `domain`
+           hflip:bool|None=None, # mirroring allowed, overriding `domain` (None: as the domain says)
+           vflip:bool|None=None, # turning upside down allowed, overriding `domain`
+           rotate:int|None=None, # largest rotation in degrees at magnitude 1, overriding `domain`
            size:int|None=None, # training input size, needed by the `crop` op (None leaves crops out)
            seed:int|None=None, # seed of the pipeline's random numbers (reproducible runs)
            **kwargs, # for 'random': `n` and `ops` (see `random_policy`)
           ) -> Augment:
-    "A preset (or the random policy) as an `Augment`, with the domain's forbidden ops removed."
-    if name == 'random': return random_policy(magnitude=0.5 if magnitude is None else magnitude, domain=domain, hflip=hflip, vflip=vflip, rotate=rotate, size=size, seed=seed, **kwargs)
-    if name not in PRESETS: raise ValueError(f"unknown preset {name!r}; valid: {', '.join(list(PRESETS) + ['random'])}")
+    "A preset or the random policy as an `Augment`, minus the ops the domain forbids; `ValueError` for an unknown name."
+    if name == 'random':
+        return random_policy(magnitude=0.5 if magnitude is None else magnitude, domain=domain, hflip=hflip,
+                             vflip=vflip, rotate=rotate, size=size, seed=seed, **kwargs)
+    if name not in PRESETS: raise ValueError(f"unknown preset {name!r}; valid: {', '.join(POLICIES)}")
     p = PRESETS[name]
     m = p.magnitude if magnitude is None else magnitude
     _check_magnitude(m)
     d = _domain(domain, hflip, vflip, rotate)
     ts = _build(p.ops, m, d, size) if m > 0 else []
-    return Augment(name, A.Compose([t for _, t in ts], seed=seed), [o for o, _ in ts], m, size if any(o == 'crop' for o, _ in ts) else None, d)
+    return Augment(name, A.Compose([t for _, t in ts], seed=seed), [o for o, _ in ts], m, _crop_size(ts, size), d)
 
 # %% ../nbs/03_augment.ipynb #17
 def random_policy(n:int=2, # ops applied to each image
                   magnitude:float=0.5, # 0..1, the same for every op
                   ops:list|None=None, # the ops to draw from; default all of `OPS`
-                  domain:str|Domain|None=None, hflip:bool|None=None, vflip:bool|None=None, rotate:int|None=None,
-                  size:int|None=None, seed:int|None=None) -> Augment:
-    "RandAugment-style: `n` ops drawn per image from `ops`, all at `magnitude`."
+                  domain:str|Domain|None=None, # the `DOMAINS` key or `Domain` the switches start from (default: photos)
+                  hflip:bool|None=None, # True/False: mirror or never mirror; None: as the domain says
+                  vflip:bool|None=None, # True/False: turn upside down or never; None: as the domain says
+                  rotate:int|None=None, # degrees at magnitude 1 (0: never rotate); None: as the domain says
+                  size:int|None=None, # the output size of the `crop` op; None: crops are left out
+                  seed:int|None=None, # seeds albumentations' random numbers; None: a fresh draw every run
+                 ) -> Augment:
+    "RandAugment (Cubuk et al., 2020): `n` ops drawn per image from `ops` at one `magnitude` (albumentations `SomeOf`)."
     ops = list(OPS) if ops is None else list(ops)
     _check_ops(ops)
     _check_magnitude(magnitude)
     ts = _build(ops, magnitude, _domain(domain, hflip, vflip, rotate), size)
-    if not 1 <= n <= len(ts): raise ValueError(f"n={n} ops per image, but only {len(ts)} ops are allowed here ({', '.join(o for o, _ in ts)})")
+    if not 1 <= n <= len(ts):
+        allowed = ', '.join(o for o, _ in ts)
+        raise ValueError(f"n={n} ops per image, but only {len(ts)} ops are allowed here ({allowed})")
     pipe = A.Compose([A.SomeOf([t for _, t in ts], n=n, p=1)], seed=seed)
-    return Augment(f'random(n={n})', pipe, [o for o, _ in ts], magnitude, size if any(o == 'crop' for o, _ in ts) else None)
+    return Augment(f'random(n={n})', pipe, [o for o, _ in ts], magnitude, _crop_size(ts, size))
 
 # %% ../nbs/03_augment.ipynb #21
 def augmentation_grid(ds:Dataset, # the dataset to sample from
@@ -148,9 +185,10 @@ def augmentation_grid(ds:Dataset, # the dataset to sample from
                       seed:int=0, # which images
                       idxs=None, # or exactly these items
                      ) -> tuple:
-    "Images (n*(copies+1), size, size, 3): each original followed by its augmented copies; and titles."
+    "Images (n*(copies+1), size, size, 3) uint8, each original followed by its augmented copies; and their titles."
     lab = getattr(ds, 'hidden_labels', ds.labels)
-    idxs = np.random.default_rng(seed).choice(len(ds), min(n, len(ds)), replace=False) if idxs is None else np.asarray(idxs)
+    rng = np.random.default_rng(seed)
+    idxs = rng.choice(len(ds), min(n, len(ds)), replace=False) if idxs is None else np.asarray(idxs)
     ims, titles = [], []
     for i in idxs:
         im = resize_rgb(ds.image(int(i)), size)
@@ -158,27 +196,29 @@ def augmentation_grid(ds:Dataset, # the dataset to sample from
         titles += [f'{ds.classes[lab[i]] if lab[i] >= 0 else "?"} (original)'] + [''] * copies
     return np.stack(ims), titles
 
+# %% ../nbs/03_augment.ipynb #a56836b9
 def show_augmentations(ds:Dataset, # the dataset to sample from
-                       aug='moderate', # an `Augment`, or a preset name (built with `size`)
+                       aug='moderate', # an `Augment`, or a name in `POLICIES` (built with `size` and `seed`)
                        n:int=6, # images (rows)
                        copies:int=5, # augmented copies of each
                        size:int=64, # display/training size
-                       seed:int=0,
+                       seed:int=0, # which images, and the seed of a policy built from a name
                        idxs=None, # show exactly these items (default: `n` at random)
                        **kwargs, # passed to `policy` when `aug` is a name
                       ):
-    "A matplotlib grid: each row an original and `copies` augmented versions of it."
+    "A matplotlib figure: each row an original and `copies` augmented versions of it."
     aug = policy(aug, size=size, seed=seed, **kwargs) if isinstance(aug, str) else aug
     ims, titles = augmentation_grid(ds, aug, n, copies, size, seed, idxs)
-    return show_images(ims, titles, ncols=copies+1, size=1.3, suptitle=f'{getattr(aug, "name", "augmentation")}: original, then {copies} augmented copies')
+    title = f'{getattr(aug, "name", "augmentation")}: original, then {copies} augmented copies'
+    return show_images(ims, titles, ncols=copies+1, size=1.3, suptitle=title)
 
 # %% ../nbs/03_augment.ipynb #25
 def grid_png(ims:np.ndarray, # (n, H, W, 3) uint8 tiles, row by row
              ncols:int, # tiles per row
              scale:int=2, # pixel repeat factor (nearest neighbour: small images stay crisp)
-             pad:int=2, # white gap between tiles
+             pad:int=2, # white gap between tiles, in pixels before scaling
             ) -> bytes:
-    "The tiles as one PNG image (fast: no matplotlib)."
+    "The tiles as one PNG image's bytes (PIL, no matplotlib)."
     from PIL import Image
     n, h, w, _ = ims.shape
     nrows = -(-n // ncols)
@@ -191,7 +231,18 @@ def grid_png(ims:np.ndarray, # (n, H, W, 3) uint8 tiles, row by row
     Image.fromarray(canvas).save(buf, format='PNG')
     return buf.getvalue()
 
-# %% ../nbs/03_augment.ipynb #26
+# %% ../nbs/03_augment.ipynb #42c18a9d
+def _controls(preset:str, d:Domain) -> dict:
+    "The previewer's inputs (ipywidgets), set to `preset` and the domain `d`: preset, magnitude, hflip, vflip, rotate."
+    import ipywidgets as W
+    mag = PRESETS[preset].magnitude if preset in PRESETS else 0.5
+    return dict(preset=W.Dropdown(options=list(POLICIES), value=preset, description='preset'),
+                magnitude=W.FloatSlider(value=mag, min=0, max=1, step=0.05, description='magnitude'),
+                hflip=W.Checkbox(value=d.hflip, description='hflip'),
+                vflip=W.Checkbox(value=d.vflip, description='vflip'),
+                rotate=W.IntSlider(value=d.rotate, min=0, max=180, step=5, description='rotate'))
+
+# %% ../nbs/03_augment.ipynb #ea045413
 def preview_widget(ds:Dataset, # the dataset to preview
                    n:int=8, # images (rows)
                    preset:str='moderate', # preset shown first
@@ -200,34 +251,31 @@ def preview_widget(ds:Dataset, # the dataset to preview
                    size:int=64, # images are resized to this (the training size)
                    domain:str|Domain|None=None, # initial domain switches
                   ):
-    "An ipywidgets previewer: preset, magnitude and domain switches, and the grid they give."
+    "An ipywidgets previewer: preset, magnitude and domain switches, and the grid they give (redrawn on each change)."
     import ipywidgets as W
-    d = _domain(domain, None, None, None)
-    preset_w = W.Dropdown(options=list(PRESETS) + ['random'], value=preset, description='preset')
-    mag_w = W.FloatSlider(value=PRESETS[preset].magnitude if preset in PRESETS else 0.5, min=0, max=1, step=0.05, description='magnitude')
-    hflip_w, vflip_w = W.Checkbox(value=d.hflip, description='hflip'), W.Checkbox(value=d.vflip, description='vflip')
-    rot_w = W.IntSlider(value=d.rotate, min=0, max=180, step=5, description='rotate')
+    c = _controls(preset, _domain(domain, None, None, None))
     img_w = W.Image(format='png')
     status = W.HTML()
     def render(*_):
-        aug = policy(preset_w.value, mag_w.value, hflip=hflip_w.value, vflip=vflip_w.value, rotate=rot_w.value, size=size, seed=seed)
+        aug = policy(c['preset'].value, c['magnitude'].value, hflip=c['hflip'].value, vflip=c['vflip'].value,
+                     rotate=c['rotate'].value, size=size, seed=seed)
         ims, _ = augmentation_grid(ds, aug, n, copies, size, seed)
         img_w.value = grid_png(ims, copies+1)
         status.value = f'<code>{aug!r}</code> &mdash; left column: originals'
     def on_preset(ch):
-        if ch['new'] in PRESETS and PRESETS[ch['new']].magnitude != mag_w.value:
-            mag_w.value = PRESETS[ch['new']].magnitude  # triggers render
+        if ch['new'] in PRESETS and PRESETS[ch['new']].magnitude != c['magnitude'].value:
+            c['magnitude'].value = PRESETS[ch['new']].magnitude  # triggers render
         else: render()
-    preset_w.observe(on_preset, names='value')
-    for w in (mag_w, hflip_w, vflip_w, rot_w): w.observe(render, names='value')
+    c['preset'].observe(on_preset, names='value')
+    for k in ('magnitude', 'hflip', 'vflip', 'rotate'): c[k].observe(render, names='value')
     render()
-    box = W.VBox([W.HBox([preset_w, mag_w]), W.HBox([hflip_w, vflip_w, rot_w]), status, img_w])
+    box = W.VBox([W.HBox([c['preset'], c['magnitude']]), W.HBox([c['hflip'], c['vflip'], c['rotate']]), status, img_w])
     box.add_class('smallwb-preview')
     return box
 
 # %% ../nbs/03_augment.ipynb #2bad25b6
 class View:
-    "The `k`-th augmented view of every item of `ds`: `aug` re-seeded from the item's content hash, so the view is reproducible."
+    "The `k`-th augmented view of `ds`'s items: `aug` re-seeded from each item's content hash, so it is reproducible."
     def __init__(self, ds:Dataset, # the dataset whose items are viewed (their content hashes seed the pipeline)
                  aug:Augment, # the augmentation
                  k:int=0, # which view
@@ -235,8 +283,9 @@ class View:
                 ):
         self.ds, self.aug, self.k, self.seed = ds, aug, k, seed
 
-    def item_seed(self, i:int) -> int:
-        "The pipeline's seed for item `i`: from its content, the run's seed and the view number."
+    def item_seed(self, i:int, # the item's index in `ds`
+                 ) -> int:
+        "The pipeline's seed for item `i` (0..2³¹): from its content hash, the run's seed and the view number."
         return (int(self.ds.hashes[i][:12], 16) + 1_000_003 * self.seed + 7919 * self.k) % 2**31
 
     def __call__(self, i:int, # the item's index in `ds`
@@ -247,21 +296,20 @@ class View:
 
     @property
     def key(self) -> str:
-        "Names the view in the feature cache: the policy, a hash of its serialized pipeline, the seed and the view number."
-        import json
-        from smallwb.core import bytes_hash
-        return f"{self.aug.name}:{bytes_hash(json.dumps(self.aug.to_dict(), sort_keys=True, default=str).encode())}|seed={self.seed}|k={self.k}"
+        "Its name in the feature cache: the policy, a hash of its serialized pipeline, the seed and the view number."
+        pipeline = bytes_hash(json.dumps(self.aug.to_dict(), sort_keys=True, default=str).encode())
+        return f"{self.aug.name}:{pipeline}|seed={self.seed}|k={self.k}"
 
     def __repr__(self): return f"View({self.aug.name!r}, k={self.k}, seed={self.seed})"
 
 # %% ../nbs/03_augment.ipynb #0625b74c
 def views(ds:Dataset, # the dataset
-          name:str='moderate', # a preset or 'random' (see `policy`)
+          name:str='moderate', # a name in `POLICIES` (see `policy`)
           n:int=2, # views per item
           seed:int=0, # the run's seed
           **kwargs, # passed to `policy` (domain, size, magnitude, ...)
          ) -> list:
-    "`n` augmented views of `ds`'s items under policy `name`, as the (view, view_key) pairs `transfer.fit_probe` takes; none for 'none'."
+    "`n` views of `ds`'s items under policy `name`: the (view, key) pairs `transfer.fit_probe` takes; [] for 'none'."
     if name == 'none': return []
     aug = policy(name, seed=seed, **kwargs)
     return [(v, v.key) for v in (View(ds, aug, k, seed) for k in range(n))]

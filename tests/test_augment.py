@@ -1,8 +1,8 @@
 "Augmentation presets, random policy, bad input, the previewer widget and augmented feature views."
 import numpy as np, pytest, torch
 import ipywidgets as W
-from smallwb.augment import (policy, random_policy, PRESETS, OPS, DOMAINS, Augment, preview_widget, show_augmentations,
-                             augmentation_grid)
+from smallwb.augment import (policy, random_policy, PRESETS, POLICIES, OPS, DOMAINS, Augment, preview_widget,
+                             show_augmentations, augmentation_grid)
 from smallwb.data import from_arrays
 from smallwb.transfer import make_dls
 
@@ -20,7 +20,8 @@ def test_presets_respect_domain_switches():
     assert policy('conservative', hflip=False).ops == ['rotate', 'shift', 'brightness']
     assert policy('none').ops == [] and (policy('none')(IM) == IM).all()
     # stronger presets contain the weaker ones' ops
-    assert set(policy('conservative', size=32).ops) <= set(policy('moderate', size=32).ops) <= set(policy('aggressive', size=32).ops)
+    ops = {p: set(policy(p, size=32).ops) for p in ('conservative', 'moderate', 'aggressive')}
+    assert ops['conservative'] <= ops['moderate'] <= ops['aggressive']
 
 def test_pipelines_are_inspectable_and_reproducible():
     a = policy('moderate', size=32, seed=3)
@@ -35,8 +36,13 @@ def test_magnitude_changes_strength():
     diff = lambda m: np.abs(policy('moderate', magnitude=m, seed=0, hflip=False)(IM).astype(int) - IM).mean()
     assert diff(0.0) == 0 and diff(1.0) > diff(0.1)
 
+def test_policy_names_are_the_presets_and_random():
+    assert POLICIES == (*PRESETS, 'random') and len(POLICIES) == len(set(POLICIES)) >= 3
+    for name in POLICIES: assert isinstance(policy(name, size=32, seed=0), Augment)
+
+
 def test_bad_input_errors():
-    with pytest.raises(ValueError, match='unknown preset .*valid: none, conservative, moderate, aggressive, random'): policy('heavy')
+    with pytest.raises(ValueError, match=f"unknown preset 'heavy'; valid: {', '.join(POLICIES)}$"): policy('heavy')
     with pytest.raises(ValueError, match=r"unknown op 'twist'.*valid ops: hflip"): random_policy(ops=['twist'])
     with pytest.raises(ValueError, match='magnitude 2 is out of range'): policy('moderate', magnitude=2)
     with pytest.raises(ValueError, match='magnitude -1 is out of range'): random_policy(magnitude=-1)
@@ -73,7 +79,12 @@ def test_preview_widget_controls_rerender(ds):
     get = lambda cls, d: [k for k in kids if isinstance(k, cls) and getattr(k, 'description', None) == d][0]
     img = [k for k in kids if isinstance(k, W.Image)][0]
     assert img.format == 'png' and bytes(img.value).startswith(b'\x89PNG')
-    assert get(W.Dropdown, 'preset').value == 'moderate' and get(W.FloatSlider, 'magnitude').value == PRESETS['moderate'].magnitude
-    for cls, d, v in [(W.FloatSlider, 'magnitude', 1.0), (W.Checkbox, 'vflip', True), (W.Checkbox, 'hflip', False), (W.IntSlider, 'rotate', 90), (W.Dropdown, 'preset', 'aggressive')]:
-        before = bytes(img.value); get(cls, d).value = v
+    assert get(W.Dropdown, 'preset').value == 'moderate'
+    assert get(W.FloatSlider, 'magnitude').value == PRESETS['moderate'].magnitude
+    assert get(W.Dropdown, 'preset').options == POLICIES
+    changes = [(W.FloatSlider, 'magnitude', 1.0), (W.Checkbox, 'vflip', True), (W.Checkbox, 'hflip', False),
+               (W.IntSlider, 'rotate', 90), (W.Dropdown, 'preset', 'aggressive')]
+    for cls, d, v in changes:
+        before = bytes(img.value)
+        get(cls, d).value = v
         assert bytes(img.value) != before, f'{d} did not re-render the grid'

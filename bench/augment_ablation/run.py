@@ -12,13 +12,12 @@ import numpy as np, pandas as pd, torch
 warnings.filterwarnings('ignore')
 from smallwb.core import set_seed
 from smallwb.data import digits, budget_split
-from smallwb.augment import policy, PRESETS
+from smallwb.augment import policy, POLICIES
 from smallwb.series import SeriesAugment, SERIES_OPS, mnist1d, fit_series
 from smallwb.mix import ablate, fit_config, torch_threads
 
 HERE = Path(__file__).parent
 SIZE, DOMAIN = 32, 'digits'
-POLICIES = ['none', 'conservative', 'moderate', 'aggressive', 'random']
 MIX = dict(mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.5, label_smoothing=0.1, off_epochs=2)
 
 PARTS = HERE/'parts'  # one CSV per (part, seed, epochs): seeds can run as separate processes (`--seeds 1`) and the full run reuses them
