@@ -336,17 +336,23 @@ def outcome(r:dict, # what `run_cell` returned
     return {**r, 'status': status, 'notebook': nb}
 
 # %% ../nbs/10_sweep.ipynb #4a583e33
+def _earlier(sweep_dir:Path) -> dict:
+    "Cell name → its record in the sweep folder's sweep.json from an earlier sweep (none when there is none)."
+    try: return {c['name']: c for c in read_json(sweep_dir/'sweep.json')['cells']}
+    except (OSError, ValueError, KeyError, TypeError): return {}
+
 def pending(sweep_dir:Path, # the sweep folder
             cells:list, # its cells
             plans:dict, # cell name → plan (`check_cells`)
            ) -> tuple:
     "(records of every cell: `reused` for those done, `pending` with the stages to run for the others; cells to run)."
-    records, todo = {}, []
+    records, todo, old = {}, [], _earlier(sweep_dir)
     for c in cells:
         stages = plans[c.name][1]
         done, why = done_stages(sweep_dir/'runs'/c.name, plans[c.name])
         rec = {'name': c.name, 'values': c.values, 'status': 'reused' if why is None else 'pending',
                'run': stages[len(done):], 'why': why}
+        if why is None: rec.update({k: old.get(c.name, {}).get(k) for k in ('cell_seconds', 'threads', 'host')})
         records[c.name] = rec
         if why is not None: todo.append(c)
     return records, todo
@@ -364,7 +370,7 @@ def _submit(ex, sweep_dir:Path, todo:list, records:dict, plans:dict, threads, ex
     env = {'SMALLWB_EXPERIMENTS': str(Path(exp_dir or experiments_dir()).resolve())}  # the same notebooks everywhere
     futs = {}
     for c in todo:
-        found, _, declared, params, _, _ = plans[c.name]
+        _, _, declared, params, _, _ = plans[c.name]
         argv = cell_argv(c.name, records[c.name]['run'], params, sweep_dir/'runs', list(declared), kernel)
         futs[ex.submit(c.name, argv, str(sweep_dir/'logs'/f'{c.name}.log'), threads, env)] = c.name
     return futs
@@ -496,7 +502,7 @@ STATUS_OK = ('done', 'reused')  # cells whose metrics count
 TAIL = ('cell_seconds', 'threads', 'host', 'error', 'notebook')  # the results table's last columns, about the run
 
 def grid_axes(info:dict, # what sweep.json records
-        ) -> list:
+             ) -> list:
     "The grid's axes in the order they were given (JSON files keep their keys sorted)."
     return info.get('axes') or list(info['grid'])
 
@@ -679,7 +685,8 @@ def write_results(sweep_dir, # a sweep folder
     counts = table.status.value_counts().to_dict()
     lines = [f'# Sweep `{sweep_dir.name}`', '', f"Stages: {', '.join(info['stages'])}; grid: " + '; '.join(
         f"`{k}` = {', '.join(map(_text, info['grid'][k]))}" for k in grid_axes(info)) + '.', '',
-        f"{len(table)} cells: " + ', '.join(f'{n} {s}' for s, n in counts.items()) + f"; ran on {info['executor']}.",
+        f"{len(table)} cells: " + ', '.join(f'{n} {s}' for s, n in counts.items())
+        + f"; ran on {info['executor'] or 'nothing (every cell was done before)'}.",
         '']
     for n in ('accuracy_vs_labels', 'labels_to_target'):
         if n in figs:
