@@ -4,11 +4,12 @@
 
 # %% ../nbs/01_data.ipynb #2
 from __future__ import annotations
-import io, warnings
+import io, os, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
+from fastcore.basics import patch
 from .core import bytes_hash, array_hash, file_hash
 
 # %% auto #0
@@ -21,56 +22,89 @@ __all__ = ['MAX_PIXELS', 'IMAGE_EXTS', 'BIT_DEPTHS', 'SPLITS', 'FOLDERS', 'BUILT
 class BadImage(ValueError):
     "An image file that cannot be used; the message names the file and what is wrong."
 
-MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold
-IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
-
 # %% ../nbs/01_data.ipynb #6
+MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold
+IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}  # what a folder may hold
+
+# %% ../nbs/01_data.ipynb #c53fa464
 BIT_DEPTHS = (8, 10, 12, 14, 16)  # the sensor depths 16-bit files are found to carry
 
+# %% ../nbs/01_data.ipynb #85cc701d
 def _to_u8(a:np.ndarray) -> np.ndarray:
-    "Scale pixel values to 0..255 by the range the data uses: [0,1] floats, else the smallest of `BIT_DEPTHS` that holds the maximum."
+    "`a` scaled to 0..255 uint8 by the range it uses: [0,1] floats, else the smallest of `BIT_DEPTHS` that holds its maximum."
     hi = float(a.max()) if a.size else 1.
     if hi <= 1 and a.dtype.kind == 'f': scale = 1.
     else: scale = next((2.**b - 1 for b in BIT_DEPTHS if hi <= 2**b - 1), hi)
     return np.clip(a/scale*255, 0, 255).round().astype(np.uint8)
 
-def to_rgb(im:Image.Image) -> Image.Image:
-    "Convert any PIL mode to RGB: 16-bit (e.g. 12-bit data in a 16-bit PNG) and float scaled by their range, transparency on white."
+# %% ../nbs/01_data.ipynb #16b1e158
+def to_rgb(im:Image.Image, # a PIL image of any mode
+          ) -> Image.Image:
+    "`im` in RGB: 16-bit (e.g. 12-bit data in a 16-bit PNG) and float scaled by their range, transparency on white."
     if im.mode.startswith('I;16') or im.mode in ('I', 'F'): im = Image.fromarray(_to_u8(np.asarray(im, np.float64)), 'L')
     if im.mode == 'P': im = im.convert('RGBA')
     if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
         im = Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA'))
     return im.convert('RGB')
 
-# %% ../nbs/01_data.ipynb #7
+# %% ../nbs/01_data.ipynb #c074cc51
+_BOMB = "(possible decompression bomb; pass a larger max_pixels if the image is genuine)"
+
+def _pil_decode(p:Path, max_pixels:int) -> Image.Image:
+    "The image in file `p`, fully decoded from its bytes; `BadImage` over `max_pixels`, PIL's own errors otherwise."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # our own limit below decides
+        old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
+        # from the bytes, not the path: Pillow's memory-mapped TIFF path garbles rotated images
+        try: im = Image.open(io.BytesIO(p.read_bytes()))
+        finally: Image.MAX_IMAGE_PIXELS = old
+        w, h = im.size
+        if w*h > max_pixels:
+            raise BadImage(f"{p}: {w}x{h} = {w*h:,} pixels is over the limit of {max_pixels:,} {_BOMB}")
+        im.load()
+    return im
+
+# %% ../nbs/01_data.ipynb #406e74e5
+def _decode(p:Path, max_pixels:int) -> Image.Image:
+    "`_pil_decode(p, max_pixels)`, every way the file can fail to decode raised as a `BadImage` that names it."
+    try: return _pil_decode(p, max_pixels)
+    except BadImage: raise
+    except PermissionError: raise BadImage(f"{p}: cannot read the file (permission denied)") from None
+    except UnidentifiedImageError: raise BadImage(f"{p}: not an image file (no image format recognised)") from None
+    except Image.DecompressionBombError as e: raise BadImage(f"{p}: too large, {e} {_BOMB}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadImage(f"{p}: corrupt or truncated image ({e})") from None
+
+# %% ../nbs/01_data.ipynb #c6e0e30b
 def open_image(path, # image file
                max_pixels:int=MAX_PIXELS, # larger images are refused (decompression bombs)
                min_side:int=2, # smaller images are refused (a 1x1 "image" carries no content)
               ) -> Image.Image:
-    "Open, fully decode and EXIF-orient the image at `path`, or raise `BadImage` naming it."
+    "Open, fully decode and EXIF-orient the image at `path` (PIL); `BadImage` naming it, `FileNotFoundError`."
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"{p}: no such file")
     if p.stat().st_size == 0: raise BadImage(f"{p}: empty file (0 bytes)")
-    bomb = f"(possible decompression bomb; pass a larger max_pixels if the image is genuine)"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # our own limit below decides
-            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
-            try: im = Image.open(io.BytesIO(p.read_bytes()))  # not the path: Pillow's memory-mapped TIFF path garbles rotated images
-            finally: Image.MAX_IMAGE_PIXELS = old
-            w, h = im.size
-            if w*h > max_pixels: raise BadImage(f"{p}: {w}x{h} = {w*h:,} pixels is over the limit of {max_pixels:,} {bomb}")
-            im.load()
-    except BadImage: raise
-    except PermissionError: raise BadImage(f"{p}: cannot read the file (permission denied)") from None
-    except UnidentifiedImageError: raise BadImage(f"{p}: not an image file (no image format recognised)") from None
-    except Image.DecompressionBombError as e: raise BadImage(f"{p}: too large, {e} {bomb}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e: raise BadImage(f"{p}: corrupt or truncated image ({e})") from None
-    if min(im.size) < min_side: raise BadImage(f"{p}: {im.size[0]}x{im.size[1]} is too small (each side must be at least {min_side} pixels)")
+    im = _decode(p, max_pixels)
+    if min(im.size) < min_side:
+        raise BadImage(f"{p}: {im.size[0]}x{im.size[1]} is too small (each side must be at least {min_side} pixels)")
     try: return ImageOps.exif_transpose(im)
     except Exception as e: raise BadImage(f"{p}: unreadable EXIF orientation ({e})") from None
 
-# %% ../nbs/01_data.ipynb #8
+# %% ../nbs/01_data.ipynb #32cc132b
+def _fit_short(w:int, h:int, short:int) -> tuple:
+    "(w, h) of an image of `w`×`h` pixels resized so its shorter side is `short` (the longer one rounded, never below it)."
+    if w <= h: return short, max(short, round(h * short / w))
+    return max(short, round(w * short / h)), short
+
+# %% ../nbs/01_data.ipynb #86b92c99
+def _centre_crop(im:Image.Image, size:int, crop_pct:float) -> np.ndarray:
+    "timm's eval transform: the shorter side of `im` resized to size/crop_pct (bicubic), then the centre size×size."
+    w, h = _fit_short(im.width, im.height, max(size, int(np.floor(size / crop_pct))))
+    im = im.resize((w, h), Image.BICUBIC)
+    l, t = (w - size) // 2, (h - size) // 2
+    return np.asarray(im.crop((l, t, l + size, t + size)))
+
+# %% ../nbs/01_data.ipynb #edc4545f
 def resize_rgb(a:np.ndarray, # an RGB uint8 image (H, W, 3)
                size:int|None, # square side in pixels; None keeps the image as it is
                crop_pct:float|None=None, # None: the whole image squashed to size×size; a fraction: timm's eval
@@ -80,32 +114,40 @@ def resize_rgb(a:np.ndarray, # an RGB uint8 image (H, W, 3)
     if size is None or (a.shape[:2] == (size, size) and crop_pct is None): return a
     im = Image.fromarray(a)
     if crop_pct is None: return np.asarray(im.resize((size, size), Image.BICUBIC))
-    short = max(size, int(np.floor(size / crop_pct)))
-    w, h = (short, max(short, round(im.height * short / im.width))) if im.width <= im.height else (max(short, round(im.width * short / im.height)), short)
-    im = im.resize((w, h), Image.BICUBIC)
-    l, t = (w - size) // 2, (h - size) // 2
-    return np.asarray(im.crop((l, t, l + size, t + size)))
+    return _centre_crop(im, size, crop_pct)
 
+# %% ../nbs/01_data.ipynb #3bbd2108
 def load_image(path, # image file
                size:int|None=None, # square side to resize to; None keeps the original size
                **kwargs, # passed to `open_image`
               ) -> np.ndarray:
-    "An RGB `uint8` array (H, W, 3) from any image file, EXIF orientation applied."
+    "An RGB `uint8` array (H, W, 3) from any image file, EXIF orientation applied; `BadImage` naming a bad file."
     return resize_rgb(np.asarray(to_rgb(open_image(path, **kwargs))), size)
 
 # %% ../nbs/01_data.ipynb #14
 @dataclass
 class Skip:
     "One item left out of a dataset, and why."
-    path: str
-    reason: str
-
-class SkipReport(list):
-    "The files a dataset left out, each with the reason; shown whenever it is not empty."
-    def __repr__(self): return f'{len(self)} skipped' + ''.join(f'\n  {s.path}: {s.reason}' for s in self)
-    def frame(self) -> pd.DataFrame: return pd.DataFrame([vars(s) for s in self], columns=['path', 'reason'])
+    path: str  # the file (or folder) left out
+    reason: str  # why, in words a person can act on
 
 # %% ../nbs/01_data.ipynb #15
+class SkipReport(list):
+    "The files a dataset left out, each a `Skip` with the reason; shown whenever it is not empty."
+    def __init__(self, skips=(), # the `Skip`s to start with
+                ):
+        super().__init__(skips)
+
+    def __repr__(self): return f'{len(self)} skipped' + ''.join(f'\n  {s.path}: {s.reason}' for s in self)
+
+    def frame(self) -> pd.DataFrame:
+        "The skips as a table with columns path and reason (what `stage_data` writes to skipped.csv)."
+        return pd.DataFrame([vars(s) for s in self], columns=['path', 'reason'])
+
+# %% ../nbs/01_data.ipynb #aad27aa7
+SPLITS = ('train', 'valid', 'test', 'pool')  # the roles an item can have in `Dataset.splits` ('' in a flat folder)
+
+# %% ../nbs/01_data.ipynb #a2c10a6a
 @dataclass
 class Dataset:
     "Items with class names, labels (-1 = unlabeled), fixed splits and a skip report."
@@ -114,8 +156,8 @@ class Dataset:
     classes: list  # class names
     splits: np.ndarray = None  # 'train'/'valid'/'test'/'pool' from the folder layout, '' when not fixed
     arrays: np.ndarray = None  # in-memory images (N, H, W, 3) uint8, when the items are not files
-    report: SkipReport = field(default_factory=SkipReport)
-    name: str = 'dataset'
+    report: SkipReport = field(default_factory=SkipReport)  # the files left out while it was built, and why
+    name: str = 'dataset'  # its name in messages (a folder's name)
     root: str = None  # the folder the items came from (manifests list paths relative to it)
     layout: list = field(default_factory=list)  # one line per folder read: what it held and how it was read
 
@@ -123,79 +165,110 @@ class Dataset:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if self.splits is None: self.splits = np.full(len(self.items), '', dtype=object)
         self.splits = np.asarray(self.splits, dtype=object)
-        if not (len(self.items) == len(self.labels) == len(self.splits)):
-            raise ValueError(f"{self.name}: {len(self.items)} items, {len(self.labels)} labels and {len(self.splits)} splits: they must match")
-        bad = (self.labels < -1) | (self.labels >= len(self.classes))
-        if bad.any(): raise ValueError(f"{self.name}: label {self.labels[bad][0]} of {self.items[np.argmax(bad)]} is not one of the {len(self.classes)} classes")
+        self._check()
         self._hashes = None
 
+    def _check(self):
+        "`ValueError` when items, labels and splits differ in number, or a label is no class index (nor -1)."
+        n = (len(self.items), len(self.labels), len(self.splits))
+        if len(set(n)) > 1: raise ValueError(f"{self.name}: {n[0]} items, {n[1]} labels and {n[2]} splits: they must match")
+        bad = (self.labels < -1) | (self.labels >= len(self.classes))
+        if bad.any():
+            raise ValueError(f"{self.name}: label {self.labels[bad][0]} of {self.items[np.argmax(bad)]} is not one of "
+                             f"the {len(self.classes)} classes")
+
     def __len__(self): return len(self.items)
+
     @property
     def labeled(self) -> np.ndarray: return self.labels >= 0
-    def counts(self) -> pd.Series:
-        "Number of labeled items per class."
-        return pd.Series(np.bincount(self.labels[self.labeled], minlength=len(self.classes)), index=self.classes)
-
-    def image(self, i:int, size:int|None=None, crop_pct:float|None=None) -> np.ndarray:
-        "Item `i` as an RGB uint8 array, resized to `size` (see `resize_rgb` for `crop_pct`)."
-        a = self.arrays[i] if self.arrays is not None else load_image(self.items[i])
-        return resize_rgb(a, size, crop_pct)
-
-    def images(self, idxs=None, size:int|None=None, crop_pct:float|None=None) -> np.ndarray:
-        "Items `idxs` (default all) stacked as (n, size, size, 3) uint8."
-        idxs = range(len(self)) if idxs is None else idxs
-        return np.stack([self.image(int(i), size, crop_pct) for i in idxs])
-
-    @property
-    def ids(self) -> list:
-        "Item ids as the manifest writes them: paths relative to `root` (POSIX), else the items."
-        if self.root is None: return [str(i) for i in self.items]
-        return [Path(i).relative_to(self.root).as_posix() for i in self.items]
-
-    @property
-    def hashes(self) -> list:
-        "A content hash per item (file bytes, or array values): the feature cache's item key."
-        if self._hashes is None:
-            self._hashes = [array_hash(a) for a in self.arrays] if self.arrays is not None else [file_hash(p) for p in self.items]
-        return self._hashes
 
     def __repr__(self):
-        fixed = {s: int((self.splits == s).sum()) for s in ('train', 'valid', 'test', 'pool') if (self.splits == s).any()}
-        return (f"Dataset({self.name!r}: {len(self)} items, {len(self.classes)} classes, {int(self.labeled.sum())} labeled"
-                + (f", splits {fixed}" if fixed else '') + (f", {len(self.report)} skipped" if self.report else '') + ')')
+        fixed = {s: int((self.splits == s).sum()) for s in SPLITS if (self.splits == s).any()}
+        extra = (f", splits {fixed}" if fixed else '') + (f", {len(self.report)} skipped" if self.report else '')
+        return (f"Dataset({self.name!r}: {len(self)} items, {len(self.classes)} classes, "
+                f"{int(self.labeled.sum())} labeled{extra})")
+
+# %% ../nbs/01_data.ipynb #8c8a284d
+@patch
+def counts(self:Dataset) -> pd.Series:
+    "Number of labeled items per class, indexed by class name."
+    return pd.Series(np.bincount(self.labels[self.labeled], minlength=len(self.classes)), index=self.classes)
+
+# %% ../nbs/01_data.ipynb #73255393
+@patch
+def image(self:Dataset, i:int, # the item's index
+          size:int|None=None, # square side in pixels; None keeps the item's own size
+          crop_pct:float|None=None, # None squashes the whole image; a fraction centre-crops (see `resize_rgb`)
+         ) -> np.ndarray:
+    "Item `i` as an RGB uint8 array (H, W, 3), resized by `resize_rgb`; files are read with `load_image`."
+    a = self.arrays[i] if self.arrays is not None else load_image(self.items[i])
+    return resize_rgb(a, size, crop_pct)
+
+# %% ../nbs/01_data.ipynb #7a668a52
+@patch
+def images(self:Dataset, idxs=None, # the items' indices; None: all of them
+           size:int|None=None, # square side in pixels (needed when items differ in size)
+           crop_pct:float|None=None, # as for `Dataset.image`
+          ) -> np.ndarray:
+    "Items `idxs` (default all) stacked as (n, size, size, 3) uint8."
+    idxs = range(len(self)) if idxs is None else idxs
+    return np.stack([self.image(int(i), size, crop_pct) for i in idxs])
+
+# %% ../nbs/01_data.ipynb #db317c4b
+@patch(as_prop=True)
+def ids(self:Dataset) -> list:
+    "Item ids as the manifest writes them: paths relative to `root` (POSIX), else the items."
+    if self.root is None: return [str(i) for i in self.items]
+    return [Path(i).relative_to(self.root).as_posix() for i in self.items]
+
+# %% ../nbs/01_data.ipynb #5fad6757
+@patch(as_prop=True)
+def hashes(self:Dataset) -> list:
+    "A content hash per item (file bytes, or array values): the feature cache's item key."
+    if self._hashes is None:
+        self._hashes = [array_hash(a) for a in self.arrays] if self.arrays is not None else [file_hash(p) for p in self.items]
+    return self._hashes
 
 # %% ../nbs/01_data.ipynb #17
 def _as_rgb_u8(x:np.ndarray) -> np.ndarray:
+    "Images (N, H, W[, 1 or 3]) as (N, H, W, 3) uint8: gray repeated, non-uint8 values scaled by their maximum."
     x = np.asarray(x)
     if x.ndim == 3: x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3): raise ValueError(f"images must be (N, H, W), (N, H, W, 1) or (N, H, W, 3); got {x.shape}")
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"images must be (N, H, W), (N, H, W, 1) or (N, H, W, 3); got {x.shape}")
     if x.dtype != np.uint8:
         hi = float(x.max()) if x.size else 1.
         x = np.clip(np.asarray(x, np.float64) / (hi if hi > 1 else 1.) * 255, 0, 255).round().astype(np.uint8)
     return np.repeat(x, 3, -1) if x.shape[-1] == 1 else x
 
+# %% ../nbs/01_data.ipynb #052bd7fa
 def _label_index(v, classes:list, name:str) -> int:
-    "Class index of a label given as index or name; -1 for None or ''."
+    "Class index of a label given as index or name; -1 for None or ''; `ValueError` for a name not in `classes`."
     if v is None or (isinstance(v, str) and v == ''): return -1
     if isinstance(v, str):
         if v not in classes: raise ValueError(f"{name}: label {v!r} is not one of the classes {classes}")
         return classes.index(v)
     return int(v)
 
+# %% ../nbs/01_data.ipynb #aea9f32a
+def _default_classes(y:list) -> list:
+    "Class names for labels `y`: the sorted names when labels are names, else '0'..'k' for the largest index k."
+    named = [v for v in y if isinstance(v, str) and v != '']
+    if named: return sorted(set(named))
+    return [str(c) for c in range(int(max([v for v in y if v is not None] + [-1])) + 1)]
+
+# %% ../nbs/01_data.ipynb #ad4704e7
 def from_arrays(x:np.ndarray, # images (N, H, W[, C]); non-uint8 values are scaled by their maximum
                 y=None, # labels: class indices, or class names; -1/None = unlabeled; None = all unlabeled
                 classes:list|None=None, # class names; default: sorted unique labels
                 name:str='arrays', # name used in messages and ids
                ) -> Dataset:
-    "A `Dataset` over in-memory images."
+    "A `Dataset` over in-memory images (N, H, W[, C]); `ValueError` for a shape, length or label that does not fit."
     x = _as_rgb_u8(x)
     if y is None: y = np.full(len(x), -1)
     y = list(y)
     if len(y) != len(x): raise ValueError(f"{name}: {len(x)} images but {len(y)} labels")
-    named = [v for v in y if isinstance(v, str) and v != '']
-    if classes is None:
-        classes = sorted(set(named)) if named else [str(c) for c in range(int(max([v for v in y if v is not None] + [-1])) + 1)]
-    classes = [str(c) for c in classes]
+    classes = [str(c) for c in (_default_classes(y) if classes is None else classes)]
     lab = np.array([_label_index(v, classes, name) for v in y], dtype=np.int64)
     return Dataset([f'{name}/{i:05d}' for i in range(len(x))], lab, classes, arrays=x, name=name)
 
@@ -206,79 +279,105 @@ def digits() -> Dataset:
     d = load_digits()
     x = np.clip(d.images / 16 * 255, 0, 255).round().astype(np.uint8)
     ds = from_arrays(x, d.target, classes=[str(c) for c in range(10)], name='digits')
-    ds.layout = [f"digits: scikit-learn's {len(ds):,} handwritten digits, 8x8, classes 0-9: labelled candidates (the test set is drawn from them)"]
+    ds.layout = [f"digits: scikit-learn's {len(ds):,} handwritten digits, 8x8, classes 0-9: "
+                 "labelled candidates (the test set is drawn from them)"]
     return ds
 
 # %% ../nbs/01_data.ipynb #22
-SPLITS = ('train', 'valid', 'test', 'pool')  # the roles an item can have in `Dataset.splits` ('' in a flat folder)
 FOLDERS = {'train': ('train',), 'valid': ('val', 'valid', 'validation'), 'test': ('test',),
            'pool': ('pool', 'unlabeled', 'unlabelled')}  # role → the folder names people use for it
 
-# %% ../nbs/01_data.ipynb #23
+# %% ../nbs/01_data.ipynb #24
 def _class_dirs(root:Path, exclude=()) -> list:
     "Sub-folders of `root` (links to folders included), hidden ones and `exclude` left out, sorted by name."
     return sorted([d for d in root.iterdir() if d.is_dir() and not d.name.startswith('.') and d.name not in exclude],
                   key=lambda d: d.name)
 
-def _files(d:Path, report) -> list:
-    "Every file below `d`, following links to folders (a loop is reported, not followed), and broken links."
-    import os
+# %% ../nbs/01_data.ipynb #25
+def _classes_in(d:Path, root:Path) -> list:
+    "The class folders of the labeled part `d` of `root`: at the top of `root`, the pool folders are no classes."
+    return _class_dirs(d, FOLDERS['pool'] if d == root else ())
+
+# %% ../nbs/01_data.ipynb #1002ed68
+def _prune_links(top:Path, dirs:list, seen:set, report:SkipReport):
+    "Remove from `dirs` (os.walk's list, in place) each folder link that loops or leads to a folder already read; report it."
+    for sub in list(dirs):
+        real = os.path.realpath(top/sub)
+        loop = top.resolve().is_relative_to(real)  # the link leads to a folder it is inside of
+        if loop or real in seen:
+            dirs.remove(sub)
+            why = 'a folder it is inside of: a loop, not followed' if loop else 'a folder already read: not read twice'
+            report.append(Skip(str(top/sub), f"link to {real}, {why}"))
+        else: seen.add(real)
+
+# %% ../nbs/01_data.ipynb #2556f245
+def _files(d:Path, report:SkipReport) -> list:
+    "Every file below `d` (sorted), following links to folders (a loop is reported, not followed), and broken links."
     out, seen = [], {os.path.realpath(d)}
     for top, dirs, files in os.walk(d, followlinks=True):
-        for sub in list(dirs):
-            real = os.path.realpath(Path(top)/sub)
-            loop = Path(top).resolve().is_relative_to(real)  # the link leads to a folder it is inside of
-            if loop or real in seen:
-                dirs.remove(sub)
-                report.append(Skip(str(Path(top)/sub), f"link to {real}, " + ('a folder it is inside of: a loop, not followed' if loop
-                                                                            else 'a folder already read: not read twice')))
-            else: seen.add(real)
+        _prune_links(Path(top), dirs, seen, report)
         out += [Path(top)/f for f in files if (Path(top)/f).is_file() or (Path(top)/f).is_symlink()]
     return sorted(out, key=str)
 
+# %% ../nbs/01_data.ipynb #a35c630b
+def _unusable(f:Path, strict:bool, **kw) -> str|None:
+    "Why file `f` is no usable image (None when it is one); with `strict`, a bad image raises its `BadImage`."
+    if f.name.startswith('.'): return 'hidden file'
+    if not f.exists(): return 'broken link (its target does not exist)'
+    try:
+        if f.suffix.lower() not in IMAGE_EXTS:
+            raise BadImage(f"{f}: not an image file (extension {f.suffix or 'none'!r})")
+        open_image(f, **kw)
+    except BadImage as e:
+        if strict: raise
+        return str(e).replace(f'{f}: ', '', 1)
+    return None
+
+# %% ../nbs/01_data.ipynb #15c3c12a
 def _scan(root:Path, strict:bool, report:SkipReport, **kw):
     "Yield (path, hash) for the usable images under `root`, reporting the rest."
     for f in _files(root, report):
-        if f.name.startswith('.'):
-            report.append(Skip(str(f), 'hidden file'))
-            continue
-        if not f.exists():
-            report.append(Skip(str(f), 'broken link (its target does not exist)'))
-            continue
-        try:
-            if f.suffix.lower() not in IMAGE_EXTS: raise BadImage(f"{f}: not an image file (extension {f.suffix or 'none'!r})")
-            open_image(f, **kw)
-        except BadImage as e:
-            if strict: raise
-            report.append(Skip(str(f), str(e).replace(f'{f}: ', '', 1)))
-            continue
-        yield f, file_hash(f)
+        why = _unusable(f, strict, **kw)
+        if why is None: yield f, file_hash(f)
+        else: report.append(Skip(str(f), why))
 
-# %% ../nbs/01_data.ipynb #24
+# %% ../nbs/01_data.ipynb #bf1ca882
 def _only(root:Path, role:str):
     "The one folder of `root` named for `role` (None if there is none); an error when there are several."
     found = [root/n for n in FOLDERS[role] if (root/n).is_dir()]
     if len(found) > 1: raise ValueError(f"{root}: {' and '.join(f.name + '/' for f in found)} are both {role} folders: keep one")
     return found[0] if found else None
 
-def _layout(root:Path, report:SkipReport):
-    "The labeled parts [(role, folder)], the pool folders and the class names of a folder."
-    known = {n for ns in FOLDERS.values() for n in ns}
+# %% ../nbs/01_data.ipynb #5d68f3a8
+def _parts(root:Path, report:SkipReport) -> list:
+    "The labeled parts [(role, folder)]: train/, val/ and test/ (folders beside them reported), else `root` itself."
     train, valid, test = _only(root, 'train'), _only(root, 'valid'), _only(root, 'test')
+    if not (train or valid or test): return [('', root)]
+    parts = [(r, d) for r, d in (('train', train), ('valid' if test else 'test', valid), ('test', test)) if d]
+    beside = ', '.join(d.name + '/' for _, d in parts)
+    for d in _class_dirs(root, {n for ns in FOLDERS.values() for n in ns}):
+        report.append(Skip(str(d), f"folder outside {beside} and pool/: ignored"))
+    return parts
+
+# %% ../nbs/01_data.ipynb #534b8794
+def _report_loose_files(d:Path, report:SkipReport):
+    "Report every file (not hidden) right in the labeled part `d`: it is outside any class folder."
+    for f in d.iterdir():
+        if f.is_file() and not f.name.startswith('.'): report.append(Skip(str(f), 'file outside any class folder'))
+
+# %% ../nbs/01_data.ipynb #b44fc588
+def _layout(root:Path, report:SkipReport):
+    "The labeled parts [(role, folder)], the pool folders and the class names of a folder; `ValueError` below 2 classes."
+    parts = _parts(root, report)
     pools = [root/n for n in FOLDERS['pool'] if (root/n).is_dir()]
-    if train or valid or test:
-        parts = [(r, d) for r, d in (('train', train), ('valid' if test else 'test', valid), ('test', test)) if d]
-        for d in _class_dirs(root, known):
-            report.append(Skip(str(d), f"folder outside {', '.join(d.name + '/' for _, d in parts)} and pool/: ignored"))
-    else: parts = [('', root)]
-    for _, d in parts:
-        for f in d.iterdir():
-            if f.is_file() and not f.name.startswith('.'): report.append(Skip(str(f), 'file outside any class folder'))
-    classes = sorted({c.name for _, d in parts for c in _class_dirs(d, FOLDERS['pool'] if d == root else ())})
+    for _, d in parts: _report_loose_files(d, report)
+    classes = sorted({c.name for _, d in parts for c in _classes_in(d, root)})
     if len(classes) < 2:
-        raise ValueError(f"{root}: a classifier needs at least two class folders; found {len(classes)} ({', '.join(classes) or 'none'})")
+        found = ', '.join(classes) or 'none'
+        raise ValueError(f"{root}: a classifier needs at least two class folders; found {len(classes)} ({found})")
     return parts, pools, classes
 
+# %% ../nbs/01_data.ipynb #5d40fd57
 def _pool_rows(pool:Path, classes:list, strict:bool, report:SkipReport, **kw) -> list:
     "Unlabeled pool items; a class sub-folder of the pool gives a hidden label (for benchmarks)."
     for c in _class_dirs(pool):
@@ -289,56 +388,82 @@ def _pool_rows(pool:Path, classes:list, strict:bool, report:SkipReport, **kw) ->
         rows.append(dict(path=str(f), hash=h, label=-1, split='pool', hidden=classes.index(sub[0]) if len(sub) > 1 else -1))
     return rows
 
-# %% ../nbs/01_data.ipynb #25
+# %% ../nbs/01_data.ipynb #ddaef13e
+def _copy_reason(r:dict, keep:dict) -> str:
+    "Why row `r`, a copy of the row `keep`, is dropped: 'duplicate', or the score it would inflate."
+    if not (r['split'] in ('test', 'valid') and keep['split'] != r['split']): return 'duplicate'
+    what = 'test' if r['split'] == 'test' else 'validation'
+    of = 'training' if keep['split'] in ('', 'train') else 'validation'
+    return f"a {what} image that repeats a {of} image (would inflate its score)"
+
+# %% ../nbs/01_data.ipynb #3d458939
+def _drop_copies(rs:list, classes:list, report:SkipReport) -> set:
+    "Paths to drop of the rows `rs` (files with the same bytes), each reported: all under different classes, else all but one."
+    labels = {r['label'] for r in rs if r['label'] >= 0}
+    if len(labels) > 1:
+        names = ', '.join(classes[l] for l in sorted(labels))
+        for r in rs:
+            others = ', '.join(o['path'] for o in rs if o is not r)
+            report.append(Skip(r['path'], f"same bytes as {others} under different classes ({names}): contradictory labels"))
+        return {r['path'] for r in rs}
+    keep = sorted(rs, key=lambda r: (SPLITS.index(r['split']) if r['split'] in SPLITS else -1, r['path']))[0]
+    for r in rs:
+        if r is not keep: report.append(Skip(r['path'], f"{_copy_reason(r, keep)}: same bytes as {keep['path']}"))
+    return {r['path'] for r in rs if r is not keep}
+
+# %% ../nbs/01_data.ipynb #c7ffe848
 def _dedupe(rows:list, classes:list, report:SkipReport) -> list:
     "Drop repeated files: within a class keep one, across classes drop all, test copies of train files drop."
     by_hash = {}
     for r in rows: by_hash.setdefault(r['hash'], []).append(r)
     drop = set()
-    for h, rs in by_hash.items():
-        if len(rs) == 1: continue
-        labels = {r['label'] for r in rs if r['label'] >= 0}
-        if len(labels) > 1:
-            for r in rs:
-                drop.add(r['path'])
-                report.append(Skip(r['path'], f"same bytes as {', '.join(o['path'] for o in rs if o is not r)} under different classes ({', '.join(classes[l] for l in sorted(labels))}): contradictory labels"))
-            continue
-        keep = sorted(rs, key=lambda r: (SPLITS.index(r['split']) if r['split'] in SPLITS else -1, r['path']))[0]
-        for r in rs:
-            if r is keep: continue
-            drop.add(r['path'])
-            leak = r['split'] in ('test', 'valid') and keep['split'] != r['split']
-            why = f"a {'test' if r['split'] == 'test' else 'validation'} image that repeats a {'training' if keep['split'] in ('', 'train') else 'validation'} image (would inflate its score)" if leak else 'duplicate'
-            report.append(Skip(r['path'], f"{why}: same bytes as {keep['path']}"))
+    for rs in by_hash.values():
+        if len(rs) > 1: drop |= _drop_copies(rs, classes, report)
     return [r for r in rows if r['path'] not in drop]
 
-# %% ../nbs/01_data.ipynb #f0f401da
+# %% ../nbs/01_data.ipynb #9fecc05b
 _READ_AS = {'': 'labelled candidates (the test set is drawn from them)', 'train': 'labelled candidates',
             'valid': 'the validation set: it drives choices (recipe, augmentation, early stopping), never trained on',
-            'test': 'the test set, touched once to report', 'pool': 'unlabeled'}
+            'test': 'the test set, touched once to report', 'pool': 'unlabeled'}  # role → how its folder is read
 
+# %% ../nbs/01_data.ipynb #d834dbda
+def _held(rs:list, classes:list) -> str:
+    "'N images (cat 3, dog 4)': the number of rows `rs`, and per class when any is labeled."
+    per = np.bincount([r['label'] for r in rs if r['label'] >= 0], minlength=len(classes))
+    if not per.sum(): return f"{len(rs)} images"
+    return f"{len(rs)} images ({', '.join(f'{c} {n}' for c, n in zip(classes, per))})"
+
+# %% ../nbs/01_data.ipynb #d8bdeccb
 def _describe(root:Path, parts:list, pools:list, rows:list, classes:list) -> list:
     "One line per folder read: what it held and how it was read."
     lines = []
     for role, d in parts + [('pool', p) for p in pools]:
         rs = [r for r in rows if Path(r['path']).is_relative_to(d) and r['split'] == role]
-        per = np.bincount([r['label'] for r in rs if r['label'] >= 0], minlength=len(classes))
-        what = f"{len(rs)} images" + (f" ({', '.join(f'{c} {n}' for c, n in zip(classes, per))})" if per.sum() else '')
         how = _READ_AS[role]
-        if role == 'test' and d.name in FOLDERS['valid']: how += ' (no test/ folder: the validation folder is the held-out set)'
-        lines.append(f"{d.relative_to(root.parent).as_posix()}/: {what}: {how}")
+        if role == 'test' and d.name in FOLDERS['valid']:
+            how += ' (no test/ folder: the validation folder is the held-out set)'
+        lines.append(f"{d.relative_to(root.parent).as_posix()}/: {_held(rs, classes)}: {how}")
     return lines
 
+# %% ../nbs/01_data.ipynb #f048cb49
+def _skipped_note(c:Path, report:SkipReport) -> str:
+    "' (N files skipped: a.png: why; ...)' for the files of folder `c` in `report`; '' when there are none."
+    skipped = [r for r in report if Path(r.path).is_relative_to(c)]
+    if not skipped: return ''
+    return f" ({len(skipped)} files skipped: " + '; '.join(f'{Path(r.path).name}: {r.reason}' for r in skipped) + ')'
+
+# %% ../nbs/01_data.ipynb #55478367
 def _class_rows(c:Path, role:str, label:int, strict:bool, report:SkipReport, **kw) -> list:
-    "The rows of one class folder; an error when a training class folder has no usable image, a report for an empty test one."
+    "The rows of one class folder; `ValueError` when a training class folder has no usable image, a report for a test one."
     found = list(_scan(c, strict, report, **kw))
     if not found:
-        skipped = [r for r in report if Path(r.path).is_relative_to(c)]
-        why = f" ({len(skipped)} files skipped: " + '; '.join(f'{Path(r.path).name}: {r.reason}' for r in skipped) + ')' if skipped else ''
+        why = _skipped_note(c, report)
         if role in ('', 'train'): raise ValueError(f"{c}: class folder {c.name!r} has no usable images{why}")
-        report.append(Skip(str(c), f"empty class folder{why}: class {c.name!r} has no {'test' if role == 'test' else 'validation'} images"))
+        what = 'test' if role == 'test' else 'validation'
+        report.append(Skip(str(c), f"empty class folder{why}: class {c.name!r} has no {what} images"))
     return [dict(path=str(f), hash=h, label=label, split=role) for f, h in found]
 
+# %% ../nbs/01_data.ipynb #757ee497
 def from_folder(path, # folder: class sub-folders, optionally under train/, val/ and test/, plus an optional pool/
                 strict:bool=False, # raise on the first bad file instead of skipping it
                 verbose:bool=True, # print how each folder was read, and the skip report when something was skipped
@@ -350,12 +475,11 @@ def from_folder(path, # folder: class sub-folders, optionally under train/, val/
     report, rows = SkipReport(), []
     parts, pools, classes = _layout(root, report)
     for role, d in parts:
-        for c in _class_dirs(d, FOLDERS['pool'] if d == root else ()):
-            rows += _class_rows(c, role, classes.index(c.name), strict, report, **kwargs)
+        for c in _classes_in(d, root): rows += _class_rows(c, role, classes.index(c.name), strict, report, **kwargs)
     for p in pools: rows += _pool_rows(p, classes, strict, report, **kwargs)
     rows = _dedupe(rows, classes, report)
-    ds = Dataset([r['path'] for r in rows], [r['label'] for r in rows], classes, [r['split'] for r in rows], report=report,
-                 name=root.name, root=str(root))
+    ds = Dataset([r['path'] for r in rows], [r['label'] for r in rows], classes, [r['split'] for r in rows],
+                 report=report, name=root.name, root=str(root))
     ds.hidden_labels = np.array([r.get('hidden', r['label']) for r in rows], dtype=np.int64)
     ds._hashes = [r['hash'] for r in rows]
     ds.layout = _describe(root, parts, pools, rows, classes)
@@ -369,70 +493,80 @@ class Split:
     labeled: np.ndarray  # items whose labels training may use
     pool: np.ndarray  # unlabeled items (or items whose labels are hidden): pseudo-labels, active learning
     test: np.ndarray  # the held-out items a run reports on, touched once
-    valid: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # labeled items that drive choices (early stopping, recipes), never trained on; empty without a validation folder
+    # labeled items that drive choices (early stopping, recipes), never trained on; empty without a validation folder
+    valid: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     ROLES = ('labeled', 'pool', 'test', 'valid')
 
-    def manifest(self, ds:Dataset) -> pd.DataFrame:
-        "One row per item: its id, content hash, class name (empty when unknown) and role."
-        role = np.full(len(ds), '', dtype=object)
-        for r in self.ROLES: role[getattr(self, r)] = r
-        lab = getattr(ds, 'hidden_labels', ds.labels)
-        return pd.DataFrame({'item': ds.ids, 'hash': ds.hashes, 'label': [ds.classes[l] if l >= 0 else '' for l in lab], 'role': role})
+    def __repr__(self):
+        valid = f", valid={len(self.valid)}" if len(self.valid) else ''
+        return f"Split(labeled={len(self.labeled)}, pool={len(self.pool)}, test={len(self.test)}{valid})"
 
-    def save(self, ds:Dataset, path) -> Path:
-        "Write the manifest CSV that reproduces this split exactly."
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.manifest(ds).to_csv(path, index=False)
-        return path
+# %% ../nbs/01_data.ipynb #31
+def _wanted(have:np.ndarray, labels_per_class, budget) -> np.ndarray:
+    "Labels to draw per class: `budget` spread evenly (the remainder to the larger classes), else `labels_per_class` each, else all."
+    n = len(have)
+    if budget is not None:
+        if budget > have.sum():
+            raise ValueError(f"budget of {budget} labels is more than the {have.sum()} labeled candidates outside the "
+                             "test set; lower the budget")
+        want = np.full(n, budget // n)
+        want[np.argsort(-have, kind='stable')[:budget % n]] += 1
+        return want
+    if labels_per_class is None: return have
+    return np.full(n, labels_per_class)
 
-    @classmethod
-    def load(cls, ds:Dataset, path) -> 'Split':
-        "The split recorded in a manifest CSV, checked against `ds`."
-        m = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if list(m['item']) != ds.ids or ('hash' in m and list(m['hash']) != list(ds.hashes)): raise ValueError(f"{path}: manifest lists other items (or other file contents) than dataset {ds.name!r} ({len(m)} rows vs {len(ds)} items): was the data folder changed?")
-        return cls(*[np.flatnonzero(m['role'].values == r) for r in cls.ROLES])
-
-    def __repr__(self): return f"Split(labeled={len(self.labeled)}, pool={len(self.pool)}, test={len(self.test)}" + (f", valid={len(self.valid)})" if len(self.valid) else ')')
-
-# %% ../nbs/01_data.ipynb #30
+# %% ../nbs/01_data.ipynb #b1a3679c
 def _per_class(labels:np.ndarray, n_classes:int, labels_per_class, budget, classes) -> np.ndarray:
     "How many labeled items to draw per class; a clear error when a class has too few."
     have = np.bincount(labels, minlength=n_classes)
-    if budget is not None:
-        if budget > have.sum(): raise ValueError(f"budget of {budget} labels is more than the {have.sum()} labeled candidates outside the test set; lower the budget")
-        want = np.full(n_classes, budget // n_classes)
-        want[np.argsort(-have, kind='stable')[:budget % n_classes]] += 1
-    elif labels_per_class is None: want = have
-    else: want = np.full(n_classes, labels_per_class)
+    want = _wanted(have, labels_per_class, budget)
     short = [(classes[c], have[c], want[c]) for c in range(n_classes) if have[c] < want[c]]
-    if short: raise ValueError("not enough labeled items for the budget: " + ', '.join(f"class {c!r} has {h} outside the test set, needs {w}" for c, h, w in short) + "; lower labels_per_class/budget or add images")
+    if short:
+        need = ', '.join(f"class {c!r} has {h} outside the test set, needs {w}" for c, h, w in short)
+        raise ValueError(f"not enough labeled items for the budget: {need}; lower labels_per_class/budget or add images")
     return want
 
+# %% ../nbs/01_data.ipynb #e10baa96
 def _stratified_take(idx:np.ndarray, labels:np.ndarray, want, rng) -> np.ndarray:
-    return np.sort(np.concatenate([rng.permutation(idx[labels[idx] == c])[:w] for c, w in enumerate(want)]).astype(np.int64))
+    "The first `want[c]` of a random permutation of the items `idx` of each class c, sorted."
+    per_class = [rng.permutation(idx[labels[idx] == c])[:w] for c, w in enumerate(want)]
+    return np.sort(np.concatenate(per_class).astype(np.int64))
 
-# %% ../nbs/01_data.ipynb #31
+# %% ../nbs/01_data.ipynb #a3de93a7
 def _test_draw(ds:Dataset, test_size:float, test_seed:int) -> np.ndarray:
-    "The held-out items: the fixed test role when the folder has one, else a stratified draw (at least one per class of ≥ 2)."
+    "The held-out items: the fixed test role when the folder has one, else a stratified draw (≥ 1 per class of ≥ 2)."
     if (ds.splits == 'test').any(): return np.flatnonzero(ds.splits == 'test')
     y = ds.labels
     cand = np.flatnonzero((y >= 0) & (ds.splits != 'valid'))
     have = np.bincount(y[cand], minlength=len(ds.classes))
-    want = np.where(have >= 2, np.maximum(1, np.floor(have * test_size)), 0).astype(int) if test_size > 0 else np.zeros_like(have)
+    if test_size > 0: want = np.where(have >= 2, np.maximum(1, np.floor(have * test_size)), 0).astype(int)
+    else: want = np.zeros_like(have)
     return _stratified_take(cand, y, want, np.random.default_rng(test_seed))
 
+# %% ../nbs/01_data.ipynb #2d46c8e4
 def check_test(ds:Dataset, # the dataset
                test, # the test items
               ) -> dict:
     "Test images per class name; warns loudly (`UserWarning`) naming every class the test set lacks."
     n = np.bincount(ds.labels[np.asarray(test, dtype=np.int64)], minlength=len(ds.classes))
     missing = [c for c, k in zip(ds.classes, n) if k == 0]
-    if missing: warnings.warn(f"{ds.name}: the test set has no images of class {', '.join(map(repr, missing))}: its accuracy covers "
-                              f"the other {len(ds.classes) - len(missing)} classes only (add test images of these classes)", stacklevel=2)
+    if missing:
+        warnings.warn(f"{ds.name}: the test set has no images of class {', '.join(map(repr, missing))}: its accuracy "
+                      f"covers the other {len(ds.classes) - len(missing)} classes only (add test images of these classes)",
+                      stacklevel=2)
     return dict(zip(ds.classes, n.tolist()))
 
+# %% ../nbs/01_data.ipynb #8e78c157
+def _check_budget(labels_per_class, budget, test_size):
+    "`ValueError` naming the parameter when a label budget is not a whole number ≥ 1 or `test_size` is outside [0, 1)."
+    for name, v in (('labels_per_class', labels_per_class), ('budget', budget)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            alt = ' (or None for all)' if name == 'labels_per_class' else ''
+            raise ValueError(f"{name}={v!r}: must be a whole number of at least 1{alt}")
+    if not 0 <= test_size < 1: raise ValueError(f"test_size={test_size!r}: must be a fraction in [0, 1)")
+
+# %% ../nbs/01_data.ipynb #8efe4303
 def budget_split(ds:Dataset, # dataset with labels (hidden or not) for at least the budget
                  labels_per_class:int|None=10, # labeled items per class (ignored when `budget` is given); None = all
                  budget:int|None=None, # total number of labeled items, spread evenly over classes
@@ -441,10 +575,7 @@ def budget_split(ds:Dataset, # dataset with labels (hidden or not) for at least 
                  test_seed:int=0, # seed of the test draw: keep it fixed to score every run on the same images
                 ) -> Split:
     "Stratified, deterministic labeled / pool / test (/ valid) split; `ValueError` when a class has too few items."
-    for name, v in (('labels_per_class', labels_per_class), ('budget', budget)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
-            raise ValueError(f"{name}={v!r}: must be a whole number of at least 1" + (' (or None for all)' if name == 'labels_per_class' else ''))
-    if not 0 <= test_size < 1: raise ValueError(f"test_size={test_size!r}: must be a fraction in [0, 1)")
+    _check_budget(labels_per_class, budget, test_size)
     y = ds.labels
     test, valid = _test_draw(ds, test_size, test_seed), np.flatnonzero(ds.splits == 'valid')
     rest = np.setdiff1d(np.flatnonzero((y >= 0) & ~np.isin(ds.splits, ('pool', 'valid'))), test)
@@ -453,6 +584,40 @@ def budget_split(ds:Dataset, # dataset with labels (hidden or not) for at least 
     pool = np.setdiff1d(np.arange(len(ds)), np.concatenate([labeled, test, valid]))
     check_test(ds, test)
     return Split(labeled, pool, test, valid)
+
+# %% ../nbs/01_data.ipynb #0da6a7cb
+@patch
+def manifest(self:Split, ds:Dataset, # the dataset the split indexes
+            ) -> pd.DataFrame:
+    "One row per item: its id, content hash, class name (empty when unknown) and role."
+    role = np.full(len(ds), '', dtype=object)
+    for r in self.ROLES: role[getattr(self, r)] = r
+    lab = getattr(ds, 'hidden_labels', ds.labels)
+    names = [ds.classes[l] if l >= 0 else '' for l in lab]
+    return pd.DataFrame({'item': ds.ids, 'hash': ds.hashes, 'label': names, 'role': role})
+
+# %% ../nbs/01_data.ipynb #569e3e99
+@patch
+def save(self:Split, ds:Dataset, # the dataset the split indexes
+         path, # the CSV file to write (its folder is made)
+        ) -> Path:
+    "Write the manifest CSV that reproduces this split exactly; returns its path."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    self.manifest(ds).to_csv(path, index=False)
+    return path
+
+# %% ../nbs/01_data.ipynb #e68dffc8
+@patch(cls_method=True)
+def load(cls:Split, ds:Dataset, # the dataset the manifest was written for
+         path, # the manifest CSV
+        ) -> Split:
+    "The split recorded in a manifest CSV; `ValueError` when it lists other items (or contents) than `ds`."
+    m = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(m['item']) != ds.ids or ('hash' in m and list(m['hash']) != list(ds.hashes)):
+        raise ValueError(f"{path}: manifest lists other items (or other file contents) than dataset {ds.name!r} "
+                         f"({len(m)} rows vs {len(ds)} items): was the data folder changed?")
+    return cls(*[np.flatnonzero(m['role'].values == r) for r in cls.ROLES])
 
 # %% ../nbs/01_data.ipynb #309943c8
 def per_class_accuracy(ds:Dataset, # the dataset (for class names and labels)
@@ -465,15 +630,17 @@ def per_class_accuracy(ds:Dataset, # the dataset (for class names and labels)
             for k, c in enumerate(ds.classes)}
 
 # %% ../nbs/01_data.ipynb #35
-BUILTIN = {'digits': digits}
+BUILTIN = {'digits': digits}  # name → the function that builds the data set
 
+# %% ../nbs/01_data.ipynb #36
 def get_dataset(data:str='digits', # 'digits' or an image folder
                 **kwargs, # passed to `from_folder`
                ) -> Dataset:
-    "The dataset an experiment's `data` parameter names."
+    "The dataset an experiment's `data` parameter names; `FileNotFoundError` when it names nothing."
     if str(data) in BUILTIN: return BUILTIN[str(data)]()
     p = Path(data)
-    if not p.exists(): raise FileNotFoundError(f"data {str(data)!r}: neither a built-in dataset ({', '.join(BUILTIN)}) nor an existing folder")
+    if not p.exists():
+        raise FileNotFoundError(f"data {str(data)!r}: neither a built-in dataset ({', '.join(BUILTIN)}) nor an existing folder")
     return from_folder(p, **kwargs)
 
 # %% ../nbs/01_data.ipynb #38
@@ -481,9 +648,9 @@ def show_images(ims, # (n, H, W, 3) uint8 images
                 titles=None, # one title per image
                 ncols:int=8, # images per row
                 size:float=1.4, # inches per image
-                suptitle:str|None=None,
+                suptitle:str|None=None, # a title over the whole grid
                ):
-    "A grid of images with titles; returns the figure."
+    "A matplotlib grid of images with titles; returns the figure."
     import matplotlib.pyplot as plt
     n = len(ims)
     nrows = max(1, -(-n // ncols))
@@ -497,13 +664,29 @@ def show_images(ims, # (n, H, W, 3) uint8 images
     fig.tight_layout()
     return fig
 
-def show_dataset(ds:Dataset, idxs=None, n:int=24, ncols:int=8, seed:int=0, size:int|None=None):
-    "A grid of `n` items (default: a random sample) titled with their class."
+# %% ../nbs/01_data.ipynb #cc866c2d
+def show_dataset(ds:Dataset, # the dataset
+                 idxs=None, # the items to show; None: `n` drawn at random
+                 n:int=24, # how many to draw when `idxs` is None
+                 ncols:int=8, # images per row
+                 seed:int=0, # seed of the random draw
+                 size:int|None=None, # square side to resize to; None keeps each item's size
+                ):
+    "A grid of `n` items (default: a random sample) titled with their class ('?' when unlabeled); returns the figure."
     idxs = np.random.default_rng(seed).choice(len(ds), min(n, len(ds)), replace=False) if idxs is None else np.asarray(idxs)
     lab = getattr(ds, 'hidden_labels', ds.labels)
     return show_images(ds.images(idxs, size), [ds.classes[lab[i]] if lab[i] >= 0 else '?' for i in idxs], ncols=ncols)
 
 # %% ../nbs/01_data.ipynb #41
+def _log_data(stage, ds:Dataset):
+    "Log in `stage` how each folder was read; with skips, write skipped.csv and log the first three."
+    for line in ds.layout: stage.log(line)
+    if not ds.report: return
+    ds.report.frame().to_csv(stage.path('skipped.csv'), index=False)
+    first = '; '.join(f'{Path(s.path).name}: {s.reason}' for s in ds.report[:3])
+    stage.log(f"{len(ds.report)} files skipped (see skipped.csv): {first}")
+
+# %% ../nbs/01_data.ipynb #de4b64ba
 def stage_data(stage, # a `core.Stage`
                data:str='digits', # 'digits' or an image folder
                labels_per_class:int|None=10, # labeled items per class
@@ -512,10 +695,7 @@ def stage_data(stage, # a `core.Stage`
               ):
     "Dataset and label-budget split for an experiment stage: how each folder was read, skips and warnings logged, the manifest saved."
     ds = get_dataset(data, verbose=False)
-    for line in ds.layout: stage.log(line)
-    if ds.report:
-        ds.report.frame().to_csv(stage.path('skipped.csv'), index=False)
-        stage.log(f"{len(ds.report)} files skipped (see skipped.csv): " + '; '.join(f'{Path(s.path).name}: {s.reason}' for s in ds.report[:3]))
+    _log_data(stage, ds)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         sp = budget_split(ds, labels_per_class, seed=seed, **kwargs)
