@@ -1,7 +1,7 @@
 """Assemble BENCHMARKS.md from every bench/<name>/results.md (each written by its own bench/<name>/run.py)."""
 from pathlib import Path
 
-ORDER = ['transfer_budget', 'augment_ablation', 'distill', 'synth', 'active_budget', 'edge']
+ORDER = ['photos', 'augment_ablation', 'distill', 'synth', 'active_budget', 'edge', 'chain_photos', 'sweep']
 
 def main(root=Path(__file__).resolve().parent):
     found = {p.parent.name: p for p in root.glob('*/results.md')}
