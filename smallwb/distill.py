@@ -13,15 +13,15 @@ from .transfer import (ARCHS, BACKBONES, SMALL_SIDE, Classifier, backbone_spec, 
                               create_classifier,
                               load_model, save_model, make_dls, make_learner, normalize, fit_probe, fit_head, features,
                               source_features, predict_heads, median_short_side, choose_size, predict_logits,
-                              model_input)
+                              model_input, n_params, cpu_latency_ms)
 from .mix import LossHandler, soft_cross_entropy
 
 # %% auto #0
-__all__ = ['STUDENTS', 'HEAD_OUTPUTS', 'conv_bn', 'CNNBackbone', 'compact_cnn', 'timm_student', 'create_student', 'n_params',
-           'flops', 'cpu_latency_ms', 'student_size', 'choose_student', 'quick_teacher', 'load_teacher',
-           'frozen_backbone', 'teacher_key', 'teacher_logits', 'accuracy_of', 'check_temperature', 'kd_loss',
-           'to_teacher_input', 'KDCallback', 'cached_rows', 'softmax_np', 'pick_threshold', 'pseudo_labels', 'wilson',
-           'fit_student', 'fit_head_student', 'head_agreement', 'holdout_agreement', 'distill']
+__all__ = ['STUDENTS', 'HEAD_OUTPUTS', 'conv_bn', 'CNNBackbone', 'compact_cnn', 'timm_student', 'create_student', 'flops',
+           'student_size', 'choose_student', 'quick_teacher', 'load_teacher', 'frozen_backbone', 'teacher_key',
+           'teacher_logits', 'accuracy_of', 'check_temperature', 'kd_loss', 'to_teacher_input', 'KDCallback',
+           'cached_rows', 'softmax_np', 'pick_threshold', 'pseudo_labels', 'wilson', 'fit_student', 'fit_head_student',
+           'head_agreement', 'holdout_agreement', 'distill']
 
 # %% ../nbs/05_distill.ipynb #8
 def conv_bn(ni:int, # input channels
@@ -102,12 +102,6 @@ def create_student(name:str='cnn', # a key of `STUDENTS`
     build = create_classifier if name_ == 'classifier' else ARCHS[name_]  # ARCHS['classifier'] builds random weights
     return (build(**arch, pretrained=pretrained) if bb else build(**arch)), r
 
-# %% ../nbs/05_distill.ipynb #12
-def n_params(model:nn.Module, # any torch module
-            ) -> int:
-    "Number of parameters."
-    return sum(p.numel() for p in model.parameters())
-
 # %% ../nbs/05_distill.ipynb #13
 @torch.no_grad()
 def flops(model:nn.Module, # any module taking (1, 3, size, size) images
@@ -119,25 +113,6 @@ def flops(model:nn.Module, # any module taking (1, 3, size, size) images
     with FlopCounterMode(display=False) as fc: model.eval()(torch.zeros(1, 3, size, size, device=p.device))
     model.train(was)
     return float(fc.get_total_flops())
-
-# %% ../nbs/05_distill.ipynb #14
-@torch.no_grad()
-def cpu_latency_ms(model:nn.Module, # any module taking (1, 3, size, size) images
-                   size:int, # input size (square, 3 channels)
-                   n:int=50, # timed runs
-                   warmup:int=5, # untimed runs first
-                   threads:int|None=1, # torch CPU threads (1: comparable on a busy machine)
-                  ) -> float:
-    "Median batch-1 CPU latency of `model` in milliseconds (torch eager)."
-    model = model.cpu().eval()
-    x = torch.randn(1, 3, size, size)
-    ts = []
-    with torch_threads(threads):
-        for i in range(warmup + n):
-            t = time.perf_counter()
-            model(x)
-            ts.append(time.perf_counter() - t)
-    return float(np.median(ts[warmup:]) * 1000)
 
 # %% ../nbs/05_distill.ipynb #16
 @functools.lru_cache(maxsize=None)
