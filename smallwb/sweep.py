@@ -184,6 +184,14 @@ def _error_line(log:Path) -> str|None:
     lines = [l for l in log.read_text(errors='replace').splitlines() if l.strip()] if log.exists() else []
     return ([l for l in lines if l.startswith('smallwb: ')] or lines or [None])[-1]
 
+# a shell that starts a job in the background (`cmd &`, CI runners, nohup) has it ignore SIGINT, and its children inherit
+# that: a cell started from there would never see the sweep's Ctrl-C. The cell's process resets SIGINT first.
+_SIGINT_DEFAULT = 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])'
+
+def _with_sigint(argv:list) -> list:
+    "`argv` run with SIGINT at its default action (so Python turns it into KeyboardInterrupt), whatever the parent ignores."
+    return [sys.executable, '-c', _SIGINT_DEFAULT, *map(str, argv)]
+
 def _interrupt(proc, grace:float=60):
     "SIGINT to the cell's process group, as Ctrl-C would send; SIGKILL if it has not ended after `grace` seconds."
     try:
@@ -217,7 +225,7 @@ def run_cell(argv:list, # the cell's command line (`cell_argv`)
     log, t0 = Path(log), time.time()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, 'w') as f:
-        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+        proc = subprocess.Popen(_with_sigint(argv), stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **(env or {}), **thread_env(threads)})
         rc = _wait(proc, stop)
     return {'returncode': rc, 'cell_seconds': time.time() - t0, 'threads': threads, 'host': socket.gethostname(),
