@@ -47,7 +47,7 @@ nbtest: $(STAMP)
 
 # pytest's exit code 5 means "no tests collected": treat it as the failure it is, with a message.
 pytest: $(STAMP)
-	@rc=0; $(BIN)/python -m pytest -q --durations=8 tests || rc=$$?; \
+	@rc=0; $(BIN)/python -m pytest -q --durations=8 -n 2 --dist loadfile tests || rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests in tests/"; fi; exit $$rc
 
 export: $(STAMP)
