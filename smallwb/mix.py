@@ -48,6 +48,21 @@ def soft_cross_entropy(s:torch.Tensor, # logits (B, C)
 # %% ../nbs/04_mix.ipynb #8
 class SoftMixup(Mixup):
     "timm's `Mixup`, also for odd batch sizes and soft (B, C) input targets."
+    def __init__(self, mixup_alpha:float=1., # MixUp's Beta(α, α) parameter; MixUp is on when > 0
+                 cutmix_alpha:float=0., # CutMix's Beta(α, α) parameter; CutMix is on when > 0
+                 cutmix_minmax=None, # (min, max) box area as a fraction of the image, instead of `cutmix_alpha`
+                 prob:float=1.0, # probability of mixing a batch (an item or pair in 'elem'/'pair' mode)
+                 switch_prob:float=0.5, # probability of CutMix rather than MixUp when both are on
+                 mode:str='batch', # one λ per 'batch', per 'pair' of items, or per 'elem' (item)
+                 correct_lam:bool=True, # CutMix: λ from the box's area after clipping at the image border
+                 label_smoothing:float=0.1, # label smoothing of the mixed targets (see `soft_targets`)
+                 num_classes:int=1000, # C, the number of classes of the targets
+                 multi_label:bool=False, # timm's dense multi-label mixing; unused here: targets mix as distributions
+                ):
+        super().__init__(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, cutmix_minmax=cutmix_minmax, prob=prob,
+                         switch_prob=switch_prob, mode=mode, correct_lam=correct_lam, label_smoothing=label_smoothing,
+                         num_classes=num_classes, multi_label=multi_label)
+
     def _mix(self, x):
         return {'elem': self._mix_elem, 'pair': self._mix_pair}.get(self.mode, self._mix_batch)(x)
 
