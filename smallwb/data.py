@@ -24,7 +24,8 @@ class BadImage(ValueError):
 
 # %% ../nbs/01_data.ipynb #6
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold
-IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}  # what a folder may hold
+# what a folder may hold
+IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 
 # %% ../nbs/01_data.ipynb #c53fa464
 BIT_DEPTHS = (8, 10, 12, 14, 16)  # the sensor depths 16-bit files are found to carry
@@ -41,7 +42,8 @@ def _to_u8(a:np.ndarray) -> np.ndarray:
 def to_rgb(im:Image.Image, # a PIL image of any mode
           ) -> Image.Image:
     "`im` in RGB: 16-bit (e.g. 12-bit data in a 16-bit PNG) and float scaled by their range, transparency on white."
-    if im.mode.startswith('I;16') or im.mode in ('I', 'F'): im = Image.fromarray(_to_u8(np.asarray(im, np.float64)), 'L')
+    if im.mode.startswith('I;16') or im.mode in ('I', 'F'):
+        im = Image.fromarray(_to_u8(np.asarray(im, np.float64)), 'L')
     if im.mode == 'P': im = im.convert('RGBA')
     if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
         im = Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA'))
@@ -171,7 +173,8 @@ class Dataset:
     def _check(self):
         "`ValueError` when items, labels and splits differ in number, or a label is no class index (nor -1)."
         n = (len(self.items), len(self.labels), len(self.splits))
-        if len(set(n)) > 1: raise ValueError(f"{self.name}: {n[0]} items, {n[1]} labels and {n[2]} splits: they must match")
+        if len(set(n)) > 1:
+            raise ValueError(f"{self.name}: {n[0]} items, {n[1]} labels and {n[2]} splits: they must match")
         bad = (self.labels < -1) | (self.labels >= len(self.classes))
         if bad.any():
             raise ValueError(f"{self.name}: label {self.labels[bad][0]} of {self.items[np.argmax(bad)]} is not one of "
@@ -226,7 +229,8 @@ def ids(self:Dataset) -> list:
 def hashes(self:Dataset) -> list:
     "A content hash per item (file bytes, or array values): the feature cache's item key."
     if self._hashes is None:
-        self._hashes = [array_hash(a) for a in self.arrays] if self.arrays is not None else [file_hash(p) for p in self.items]
+        self._hashes = ([array_hash(a) for a in self.arrays] if self.arrays is not None
+                        else [file_hash(p) for p in self.items])
     return self._hashes
 
 # %% ../nbs/01_data.ipynb #17
@@ -345,7 +349,8 @@ def _scan(root:Path, strict:bool, report:SkipReport, **kw):
 def _only(root:Path, role:str):
     "The one folder of `root` named for `role` (None if there is none); an error when there are several."
     found = [root/n for n in FOLDERS[role] if (root/n).is_dir()]
-    if len(found) > 1: raise ValueError(f"{root}: {' and '.join(f.name + '/' for f in found)} are both {role} folders: keep one")
+    if len(found) > 1:
+        raise ValueError(f"{root}: {' and '.join(f.name + '/' for f in found)} are both {role} folders: keep one")
     return found[0] if found else None
 
 # %% ../nbs/01_data.ipynb #5d68f3a8
@@ -381,11 +386,13 @@ def _layout(root:Path, report:SkipReport):
 def _pool_rows(pool:Path, classes:list, strict:bool, report:SkipReport, **kw) -> list:
     "Unlabeled pool items; a class sub-folder of the pool gives a hidden label (for benchmarks)."
     for c in _class_dirs(pool):
-        if c.name not in classes: raise ValueError(f"{c}: pool class folder {c.name!r} is not one of the classes {classes}")
+        if c.name not in classes:
+            raise ValueError(f"{c}: pool class folder {c.name!r} is not one of the classes {classes}")
     rows = []
     for f, h in _scan(pool, strict, report, **kw):
         sub = f.relative_to(pool).parts
-        rows.append(dict(path=str(f), hash=h, label=-1, split='pool', hidden=classes.index(sub[0]) if len(sub) > 1 else -1))
+        rows.append(dict(path=str(f), hash=h, label=-1, split='pool',
+                         hidden=classes.index(sub[0]) if len(sub) > 1 else -1))
     return rows
 
 # %% ../nbs/01_data.ipynb #ddaef13e
@@ -404,7 +411,8 @@ def _drop_copies(rs:list, classes:list, report:SkipReport) -> set:
         names = ', '.join(classes[l] for l in sorted(labels))
         for r in rs:
             others = ', '.join(o['path'] for o in rs if o is not r)
-            report.append(Skip(r['path'], f"same bytes as {others} under different classes ({names}): contradictory labels"))
+            report.append(Skip(r['path'],
+                               f"same bytes as {others} under different classes ({names}): contradictory labels"))
         return {r['path'] for r in rs}
     keep = sorted(rs, key=lambda r: (SPLITS.index(r['split']) if r['split'] in SPLITS else -1, r['path']))[0]
     for r in rs:
@@ -524,7 +532,8 @@ def _per_class(labels:np.ndarray, n_classes:int, labels_per_class, budget, class
     short = [(classes[c], have[c], want[c]) for c in range(n_classes) if have[c] < want[c]]
     if short:
         need = ', '.join(f"class {c!r} has {h} outside the test set, needs {w}" for c, h, w in short)
-        raise ValueError(f"not enough labeled items for the budget: {need}; lower labels_per_class/budget or add images")
+        raise ValueError(f"not enough labeled items for the budget: {need}; "
+                         f"lower labels_per_class/budget or add images")
     return want
 
 # %% ../nbs/01_data.ipynb #e10baa96
@@ -553,7 +562,8 @@ def check_test(ds:Dataset, # the dataset
     missing = [c for c, k in zip(ds.classes, n) if k == 0]
     if missing:
         warnings.warn(f"{ds.name}: the test set has no images of class {', '.join(map(repr, missing))}: its accuracy "
-                      f"covers the other {len(ds.classes) - len(missing)} classes only (add test images of these classes)",
+                      f"covers the other {len(ds.classes) - len(missing)} classes only "
+                      f"(add test images of these classes)",
                       stacklevel=2)
     return dict(zip(ds.classes, n.tolist()))
 
@@ -640,7 +650,8 @@ def get_dataset(data:str='digits', # 'digits' or an image folder
     if str(data) in BUILTIN: return BUILTIN[str(data)]()
     p = Path(data)
     if not p.exists():
-        raise FileNotFoundError(f"data {str(data)!r}: neither a built-in dataset ({', '.join(BUILTIN)}) nor an existing folder")
+        raise FileNotFoundError(f"data {str(data)!r}: neither a built-in dataset ({', '.join(BUILTIN)}) "
+                                f"nor an existing folder")
     return from_folder(p, **kwargs)
 
 # %% ../nbs/01_data.ipynb #38
@@ -673,7 +684,8 @@ def show_dataset(ds:Dataset, # the dataset
                  size:int|None=None, # square side to resize to; None keeps each item's size
                 ):
     "A grid of `n` items (default: a random sample) titled with their class ('?' when unlabeled); returns the figure."
-    idxs = np.random.default_rng(seed).choice(len(ds), min(n, len(ds)), replace=False) if idxs is None else np.asarray(idxs)
+    idxs = (np.random.default_rng(seed).choice(len(ds), min(n, len(ds)), replace=False) if idxs is None
+            else np.asarray(idxs))
     lab = getattr(ds, 'hidden_labels', ds.labels)
     return show_images(ds.images(idxs, size), [ds.classes[lab[i]] if lab[i] >= 0 else '?' for i in idxs], ncols=ncols)
 
