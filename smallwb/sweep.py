@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from fastcore.basics import patch
 from .core import read_json, write_json, scalar_metrics, is_timing, bytes_hash, stage_metrics
-from .pipeline import (parse_value, read_config, check_run, stage_fits, kernel_name, experiments_dir, KERNEL_ARGS,
-                              RunFailed, RunInterrupted, _split_key, _one_line, _fmt)
+from .pipeline import (parse_value, read_config, check_run, stage_fits, kernel_name, experiments_dir,
+                              KERNEL_ARGS, RunFailed, RunInterrupted, _split_key, _one_line, _fmt)
 
 # %% auto #0
 __all__ = ['THREAD_VARS', 'OUTCOMES', 'STATUS_OK', 'TAIL', 'LABEL_AXES', 'parse_axis', 'make_grid', 'Cell', 'cell_name',
@@ -184,9 +184,10 @@ def _error_line(log:Path) -> str|None:
     lines = [l for l in log.read_text(errors='replace').splitlines() if l.strip()] if log.exists() else []
     return ([l for l in lines if l.startswith('smallwb: ')] or lines or [None])[-1]
 
-# a shell that starts a job in the background (`cmd &`, CI runners, nohup) has it ignore SIGINT, and its children inherit
-# that: a cell started from there would never see the sweep's Ctrl-C. The cell's process resets SIGINT first.
-_SIGINT_DEFAULT = 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])'
+# a shell that starts a job in the background (`cmd &`, CI runners, nohup) has it ignore SIGINT, and its children
+# inherit that: a cell started from there would never see the sweep's Ctrl-C. The cell's process resets SIGINT first.
+_SIGINT_DEFAULT = ('import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); '
+                   'os.execvp(sys.argv[1], sys.argv[1:])')
 
 def _with_sigint(argv:list) -> list:
     "`argv` run with SIGINT at its default action (so Python turns it into KeyboardInterrupt), whatever the parent ignores."
