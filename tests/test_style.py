@@ -20,11 +20,14 @@ def public_callables():
                 for k, v in vars(o).items():
                     if inspect.isfunction(v) and not k.startswith('_') and v.__module__ == mod.__name__: yield f'{name}.{n}.{k}', v
 
+from fastai.callback.core import _events as FASTAI_EVENTS  # a Callback's signature lists fastai's event hooks
+
 def params(f):
-    "The parameters a caller passes (no self/cls, no *args/**kwargs)."
+    "The parameters a caller passes (no self/cls, no *args/**kwargs, not the event hooks fastai adds to every Callback)."
     try: sig = inspect.signature(f)
     except (TypeError, ValueError): return []
-    return [p for p in sig.parameters.values() if p.name not in ('self', 'cls') and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return [p for p in sig.parameters.values() if p.name not in ('self', 'cls') and p.name not in FASTAI_EVENTS
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 def test_docments_cover_public_parameters():
     total, missing = 0, []
@@ -38,7 +41,7 @@ def test_docments_cover_public_parameters():
             if not docs.get(p.name): missing.append(f'{q}({p.name})')
     cover = 1 - len(missing) / max(total, 1)
     print(f'{total - len(missing)} of {total} public parameters documented ({cover:.0%})')
-    assert cover >= 0.9, f'{len(missing)} of {total} public parameters have no docments comment, e.g. {missing[:20]}'
+    assert cover >= 0.95, f'{len(missing)} of {total} public parameters have no docments comment, e.g. {missing[:20]}'
 
 def code_lines(path):
     "(line number, text) of every line of code; docstrings and nbdev's generated `__all__` are prose and generated text, not code."
