@@ -354,6 +354,15 @@ def _only(root:Path, role:str):
     return found[0] if found else None
 
 # %% ../nbs/01_data.ipynb #5d68f3a8
+def _meant(name:str) -> str:
+    "A hint for a folder whose name is close to one of `FOLDERS` (`Val`, `validate`), else ''."
+    import difflib
+    names = [n for ns in FOLDERS.values() for n in ns]
+    close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.7)
+    if not close: return ''
+    return f" (did you mean {close[0]}/? the folder names read are {', '.join(n + '/' for n in names)})"
+
+# %% ../nbs/01_data.ipynb #d611d647
 def _parts(root:Path, report:SkipReport) -> list:
     "The labeled parts [(role, folder)]: train/, val/ and test/ (folders beside them reported), else `root` itself."
     train, valid, test = _only(root, 'train'), _only(root, 'valid'), _only(root, 'test')
@@ -361,7 +370,7 @@ def _parts(root:Path, report:SkipReport) -> list:
     parts = [(r, d) for r, d in (('train', train), ('valid' if test else 'test', valid), ('test', test)) if d]
     beside = ', '.join(d.name + '/' for _, d in parts)
     for d in _class_dirs(root, {n for ns in FOLDERS.values() for n in ns}):
-        report.append(Skip(str(d), f"folder outside {beside} and pool/: ignored"))
+        report.append(Skip(str(d), f"folder outside {beside} and pool/: ignored{_meant(d.name)}"))
     return parts
 
 # %% ../nbs/01_data.ipynb #534b8794
@@ -376,6 +385,7 @@ def _layout(root:Path, report:SkipReport):
     parts = _parts(root, report)
     pools = [root/n for n in FOLDERS['pool'] if (root/n).is_dir()]
     for _, d in parts: _report_loose_files(d, report)
+    if parts[0][0]: _report_loose_files(root, report)  # beside train/ and val/: outside any class folder too
     classes = sorted({c.name for _, d in parts for c in _classes_in(d, root)})
     if len(classes) < 2:
         found = ', '.join(classes) or 'none'
@@ -696,7 +706,8 @@ def _log_data(stage, ds:Dataset):
     if not ds.report: return
     ds.report.frame().to_csv(stage.path('skipped.csv'), index=False)
     first = '; '.join(f'{Path(s.path).name}: {s.reason}' for s in ds.report[:3])
-    stage.log(f"{len(ds.report)} files skipped (see skipped.csv): {first}")
+    more = f"; and {len(ds.report) - 3} more" if len(ds.report) > 3 else ''
+    stage.log(f"{len(ds.report)} files skipped (see skipped.csv): {first}{more}")
 
 # %% ../nbs/01_data.ipynb #de4b64ba
 def stage_data(stage, # a `core.Stage`

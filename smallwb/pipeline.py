@@ -389,7 +389,7 @@ def load_data(data:str, # a resolved `data` value
 # %% ../nbs/09_pipeline.ipynb #3dd5d666
 def check_data(plan:dict, # stage → the values it gets (`plan_values`)
                declared:dict, # stage → name → `Param`
-               log=print, # where the skipped-files line goes
+               log=print, # where the layout lines (how each folder was read) and the skipped-files line go
                cache:dict|None=None, # data value → `Dataset` already loaded (a sweep checks many runs on one load)
               ) -> dict:
     "Data value → `Dataset` for the run's stages; one `ValueError` naming each stage whose label budget does not fit."
@@ -409,6 +409,7 @@ def check_data(plan:dict, # stage → the values it gets (`plan_values`)
     if refused: raise ValueError('; '.join(f"{m} (stage {', '.join(sts)})" for m, sts in refused.items()))
     for m, sts in warned.items(): log(f"warning (stage {', '.join(sts)}): {m}")
     for d, ds in cache.items():
+        for line in ds.layout: log(f"data: {line}")
         if ds.report: log(f"data {Path(d).name}: {len(ds.report)} files skipped (listed in each stage's skipped.csv)")
     return cache
 

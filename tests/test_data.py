@@ -331,3 +331,15 @@ def test_directory_links_followed_and_loops_reported(tmp):
     ds = from_folder(tmp/'train', verbose=False)
     assert ds.counts().to_dict() == {'cat': 5, 'dog': 2}
     assert any(Path(s.path).name == 'up' and 'loop' in s.reason for s in ds.report)
+
+
+def test_a_file_beside_train_and_val_is_reported(tmp):
+    "A new user's find: an image right beside train/ and val/ was dropped without a word; it is a reported skip now."
+    class_folder(tmp/'train', n=3)
+    class_folder(tmp/'val', n=2, start=50)
+    noise(tmp/'top.png', seed=99)
+    noise(tmp/'train'/'loose.png', seed=98)
+    ds = from_folder(tmp, verbose=False)
+    why = {Path(s.path).name: s.reason for s in ds.report}
+    assert why == {'top.png': 'file outside any class folder', 'loose.png': 'file outside any class folder'}
+    assert len(ds) == 10
