@@ -205,7 +205,7 @@ NOTES = ['Reading the fine-tuning rows:', '',
          '- The `transfer` experiment at its defaults (seed 0, 5 labels/class) scores 0.941, below 0.95: the seed-spread '
          'table shows why: the mean over 10 draws of the labeled photos is 0.953, seed 0\'s draw is one of the harder ones, '
          'and none of the alternatives tried (C 0.1 or 2, L2-normalised features, flip test-time augmentation, flipped '
-         'copies as training views; 10 draws, cached features) moved the mean at 5 or 10/class by more than 0.3 points, '
+         'copies as training views; 10 draws, cached features) raised the mean at 5 or 10/class by more than 0.2 points, '
          'against a 1.6-point spread over draws.', '']
 
 SPREAD_SEEDS = range(10)
