@@ -64,7 +64,7 @@ def _arch(model):
     return f"{name} @{meta['size']}px"
 
 
-def latencies(model:str, ds, idx, threads:int=2) -> dict:
+def latencies(model:str, ds, idx, threads:int=1) -> dict:
     "Batch-1 p50 ms under torch eager, ORT fp32 and ORT int8 of one checkpoint, interleaved; file sizes in MB."
     import torch
     from smallwb.transfer import load_model
@@ -138,6 +138,19 @@ def section(name:str) -> list:
         out.append(f"| {st} | {gave} | {took} | {fmt(acc.mean()) if len(acc) else '–'} ± {fmt(acc.std(ddof=0)) if len(acc) else '–'} "
                    f"| {len(acc)} | {fmt(g('params'), '{:,.0f}')} | {fmt(g('fp32_mb'), '{:.1f}')} | {fmt(g('int8_mb'), '{:.1f}')} "
                    f"| {fmt(g('torch_ms'), '{:.1f}')} | {fmt(g('ort_fp32_ms'), '{:.1f}')} | {fmt(g('ort_int8_ms'), '{:.1f}')} |")
+    out += ['The edge stage\'s own measurement of what it shipped (batch 1, its threads; from `edge/metrics.json`):', '']
+    for k in bench:
+        f = WORK/k/'edge'/'metrics.json'
+        if not f.exists(): continue
+        m = json.loads(f.read_text())
+        lat, sp = m.get('latency', {}).get('b1_ms', {}), m.get('latency', {}).get('int8_speedup_from_ms', {})
+        ci = m.get('test_agreement_ci') or [float('nan')] * 2
+        out.append(f"- {k}: shipped the {m.get('shipped')} as {m.get('engine')}; ORT int8 {lat.get('ORT int8', float('nan')):.1f} ms, "
+                   f"ORT fp32 {lat.get('ORT fp32', float('nan')):.1f} ms, torch {lat.get('torch fp32', float('nan')):.1f} ms: "
+                   f"int8 ×{sp.get('vs_ort_fp32_b1', float('nan')):.2f} vs ORT fp32 (target ≥ 1.6), "
+                   f"×{sp.get('vs_torch_b1', float('nan')):.2f} vs torch (target ≥ 6); file {m.get('int8_size_ratio', float('nan')):.3f}× fp32 "
+                   f"(target ≤ 0.3); accuracy drop {m.get('drop_points', float('nan')):+.2f} points (target ≤ 0.5); agreement with fp32 "
+                   f"{m.get('test_agreement', float('nan')):.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f}). Why: {m.get('shipped_why', '')}")
     return out + ['']
 
 
@@ -147,7 +160,7 @@ def report():
     out = ['## The whole chain on real photos and on digits', '',
            'Command: `.venv/bin/python bench/chain_photos/run.py` (then `--report`). Every stage at its defaults; '
            'test accuracy is what each stage\'s `metrics.json` reports for the model it hands on (a stage that keeps the '
-           'model it took reports that model). Latency: batch 1, 2 threads, p50 of 50 runs with torch eager, ORT fp32 '
+           'model it took reports that model). Latency: batch 1, 1 thread (the cores were shared with other benchmarks), p50 of 50 runs with torch eager, ORT fp32 '
            'and ORT int8 timed interleaved, for the models seed 0 handed on (int8 here: static QDQ on 32 labeled '
            'images, no nodes kept in float; the edge stage\'s own choice is in its metrics).', '',
            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores ({c['cpu']}, VNNI: {c['vnni']}), no GPU.", '']
