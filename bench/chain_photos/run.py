@@ -138,7 +138,9 @@ def section(name:str) -> list:
         out.append(f"| {st} | {gave} | {took} | {fmt(acc.mean()) if len(acc) else '–'} ± {fmt(acc.std(ddof=0)) if len(acc) else '–'} "
                    f"| {len(acc)} | {fmt(g('params'), '{:,.0f}')} | {fmt(g('fp32_mb'), '{:.1f}')} | {fmt(g('int8_mb'), '{:.1f}')} "
                    f"| {fmt(g('torch_ms'), '{:.1f}')} | {fmt(g('ort_fp32_ms'), '{:.1f}')} | {fmt(g('ort_int8_ms'), '{:.1f}')} |")
-    out += ['The edge stage\'s own measurement of what it shipped (batch 1, its threads; from `edge/metrics.json`):', '']
+    out += ['', 'The edge stage\'s own measurement of what it shipped (batch 1, its 2 threads; from `edge/metrics.json`; a run '
+            'that shared the 2 cores with other benchmarks shows torch with 2 threads slowed by an order of magnitude, '
+            'ORT much less):', '']
     for k in bench:
         f = WORK/k/'edge'/'metrics.json'
         if not f.exists(): continue
