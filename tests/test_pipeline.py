@@ -227,6 +227,8 @@ def test_stop_on_failure(exps, tmp_path):
     assert status['error'] == msg
     summary = (run/'summary.md').read_text()
     assert 'Stage `boom` failed' in summary and '## ok' in summary and msg in summary
+    assert logs[0].startswith('data: digits') and logs[0].endswith('labelled candidates (the test set is drawn from them)')
+    logs = [l for l in logs if not l.startswith('data: ')]  # how each folder was read, then the stages
     assert logs[0] == '[1/3] ok: running 01_ok.ipynb ...' and logs[1].startswith('[1/3] ok: done in') and 'accuracy=' in logs[1]
     assert sorted(p.name for p in run.iterdir()) == ['boom', 'boom.ipynb', 'ok', 'ok.ipynb', 'overview.png', 'run.json',
                                                      'summary.md']  # the failed attempt's notebook and its own folder
