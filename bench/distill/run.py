@@ -14,6 +14,9 @@ runs/bench_distill/parts, so a killed run resumes; --fresh recomputes).
 """
 import argparse, json, os, shutil, time, warnings
 from pathlib import Path
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helpers
+from _parts import cached_part
 import numpy as np, pandas as pd, torch
 warnings.filterwarnings('ignore')
 from smallwb.core import FeatureCache, set_seed, torch_threads
@@ -33,16 +36,8 @@ TARGETS = dict(retained=0.97, speedup=3.0)
 
 
 def part(name, fn, fresh=False):
-    "A cached piece of the benchmark: computed once, then read back (a killed run resumes here)."
-    p = WORK/'parts'/f'{name}.json'
-    if p.exists() and not fresh: return json.loads(p.read_text())
-    t0 = time.time()
-    out = fn()
-    out['seconds'] = time.time() - t0
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(out, default=float))
-    print(f"[{time.strftime('%H:%M:%S')}] {name}: {({k: v for k, v in out.items() if k != 'rows'})}", flush=True)
-    return out
+    "A cached piece of the benchmark (`bench/_parts.py`): computed once, then read back (a killed run resumes here)."
+    return cached_part(WORK, name, fn, fresh)
 
 
 def warm(ds, idxs, fn, **kw):

@@ -18,6 +18,9 @@ in runs/bench_synth/parts, so a killed run resumes; --fresh recomputes).
 """
 import argparse, json, os, platform, shutil, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helpers
+from _parts import cached_part
 import numpy as np, pandas as pd
 warnings.filterwarnings('ignore')
 from smallwb.core import FeatureCache
@@ -35,16 +38,8 @@ STAGE_RATIO = 2  # the stage's default ratio: the one its cross-validated decisi
 
 
 def part(name, fn, fresh=False):
-    "A cached piece of the benchmark: computed once, then read back (a killed run resumes here)."
-    p = WORK/'parts'/f'{name}.json'
-    if p.exists() and not fresh: return json.loads(p.read_text())
-    t0 = time.time()
-    out = fn()
-    out['seconds'] = time.time() - t0
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(out, default=float))
-    print(f"[{time.strftime('%H:%M:%S')}] {name}: {({k: v for k, v in out.items() if k != 'rows'})}", flush=True)
-    return out
+    "A cached piece of the benchmark (`bench/_parts.py`): computed once, then read back (a killed run resumes here)."
+    return cached_part(WORK, name, fn, fresh)
 
 
 def test_rows(ds, sp, spec, srcs):
