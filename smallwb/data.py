@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #2
 from __future__ import annotations
-import io, os, warnings
+import errno, io, os, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -324,9 +324,16 @@ def _files(d:Path, report:SkipReport) -> list:
     return sorted(out, key=str)
 
 # %% ../nbs/01_data.ipynb #a35c630b
+def _loops(f:Path) -> bool:
+    "Whether the link `f` leads back to itself (resolving it fails with ELOOP)."
+    try: os.stat(f)
+    except OSError as e: return e.errno == errno.ELOOP
+    return False
+
 def _unusable(f:Path, strict:bool, **kw) -> str|None:
     "Why file `f` is no usable image (None when it is one); with `strict`, a bad image raises its `BadImage`."
     if f.name.startswith('.'): return 'hidden file'
+    if not f.exists() and _loops(f): return 'a link loop (it leads back to itself)'
     if not f.exists(): return 'broken link (its target does not exist)'
     try:
         if f.suffix.lower() not in IMAGE_EXTS:
@@ -587,6 +594,21 @@ def _check_budget(labels_per_class, budget, test_size):
     if not 0 <= test_size < 1: raise ValueError(f"test_size={test_size!r}: must be a fraction in [0, 1)")
 
 # %% ../nbs/01_data.ipynb #8efe4303
+def _check_trainable(ds:Dataset, rest:np.ndarray):
+    "A `ValueError` naming each class whose every labelled image is held out (test or validation), and where they are."
+    have = np.bincount(ds.labels[rest], minlength=len(ds.classes))
+    held = np.flatnonzero(ds.labels >= 0)
+    bad = [c for c in range(len(ds.classes)) if have[c] == 0 and (ds.labels[held] == c).any()]
+    if not bad: return
+    def where(c):
+        ii = held[ds.labels[held] == c]
+        dirs = sorted({str(Path(ds.ids[i]).parent) + '/' for i in ii if '/' in str(ds.ids[i])})
+        return f"class {ds.classes[c]!r} has no image to train on: its {len(ii)} are all held out" + (
+            f" (in {', '.join(dirs)})" if dirs else f" ({', '.join(sorted(set(ds.splits[ii])))} role)")
+    raise ValueError('; '.join(map(where, bad)) + ". Add images of it where the labelled ones are (e.g. train/), "
+                     "or remove it from the held-out folder")
+
+# %% ../nbs/01_data.ipynb #1668073e
 def budget_split(ds:Dataset, # dataset with labels (hidden or not) for at least the budget
                  labels_per_class:int|None=10, # labeled items per class (ignored when `budget` is given); None = all
                  budget:int|None=None, # total number of labeled items, spread evenly over classes
@@ -599,6 +621,7 @@ def budget_split(ds:Dataset, # dataset with labels (hidden or not) for at least 
     y = ds.labels
     test, valid = _test_draw(ds, test_size, test_seed), np.flatnonzero(ds.splits == 'valid')
     rest = np.setdiff1d(np.flatnonzero((y >= 0) & ~np.isin(ds.splits, ('pool', 'valid'))), test)
+    _check_trainable(ds, rest)
     want = _per_class(y[rest], len(ds.classes), labels_per_class, budget, ds.classes)
     labeled = _stratified_take(rest, y, want, np.random.default_rng(seed))
     pool = np.setdiff1d(np.arange(len(ds)), np.concatenate([labeled, test, valid]))

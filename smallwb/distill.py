@@ -18,10 +18,10 @@ from .mix import LossHandler, soft_cross_entropy
 
 # %% auto #0
 __all__ = ['STUDENTS', 'HEAD_OUTPUTS', 'conv_bn', 'CNNBackbone', 'compact_cnn', 'timm_student', 'create_student', 'flops',
-           'student_size', 'choose_student', 'quick_teacher', 'load_teacher', 'frozen_backbone', 'teacher_key',
-           'teacher_logits', 'accuracy_of', 'check_temperature', 'kd_loss', 'to_teacher_input', 'KDCallback',
-           'cached_rows', 'softmax_np', 'pick_threshold', 'pseudo_labels', 'wilson', 'fit_student', 'fit_head_student',
-           'head_agreement', 'holdout_agreement', 'distill']
+           'student_size', 'latency_student_size', 'choose_student', 'quick_teacher', 'load_teacher', 'frozen_backbone',
+           'teacher_key', 'teacher_logits', 'accuracy_of', 'check_temperature', 'kd_loss', 'to_teacher_input',
+           'KDCallback', 'cached_rows', 'softmax_np', 'pick_threshold', 'pseudo_labels', 'wilson', 'fit_student',
+           'fit_head_student', 'head_agreement', 'holdout_agreement', 'distill']
 
 # %% ../nbs/05_distill.ipynb #8
 def conv_bn(ni:int, # input channels
@@ -139,16 +139,53 @@ def student_size(teacher_flops:float, # FLOPs of one teacher forward pass (see `
                f"≤ 1/{speedup:g} of the teacher's {teacher_flops/1e9:.3g}")
 
 # %% ../nbs/05_distill.ipynb #0fb72182
+def latency_student_size(teacher:nn.Module, # the teacher (any module taking (N, 3, s, s) images)
+                         teacher_size:int, # the teacher's input size in pixels
+                         backbone:str='lite0', # the student's backbone, a key of `transfer.BACKBONES`
+                         speedup:float=3.0, # the student must be at least this much faster (ORT fp32, batch 1)
+                         n_classes:int=2, # the student's outputs
+                         runs:int=20, # timed runs of each model per size, interleaved
+                        ) -> tuple:
+    "(input size, why, {size: measured speed-up}): the largest size ≤ the FLOPs bound whose ORT latency fits."
+    import tempfile
+    from smallwb.edge import export_onnx, onnx_fn, time_interleaved
+    spec = backbone_spec(backbone)
+    start, _ = student_size(flops(teacher, teacher_size), backbone, speedup, n_classes)
+    student = create_classifier(backbone, n_classes, pretrained=False).eval()
+    x = lambda s: np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
+    seen = {}
+    with tempfile.TemporaryDirectory() as d:
+        onnx = lambda m, s, k: onnx_fn(export_onnx(m, Path(d)/f'{k}.onnx', [], s, (0.5,)*3, (0.5,)*3), threads=1)
+        t_fn, t_x = onnx(teacher, teacher_size, 'teacher'), x(teacher_size)
+        for s in range(start, spec.min_size - 1, -16):
+            s_fn, s_x = onnx(student, s, f'student{s}'), x(s)
+            t = time_interleaved({'t': lambda: t_fn(t_x), 's': lambda: s_fn(s_x)}, runs, warmup=3)
+            seen[s] = float(np.median(t['t']) / np.median(t['s']))
+            if seen[s] >= speedup:
+                return s, (f"{backbone} at {s} px is {seen[s]:.1f}× faster than the teacher under ONNX Runtime fp32 "
+                           f"at batch 1 on this CPU ({np.median(t['s']):.1f} vs {np.median(t['t']):.1f} ms, "
+                           f"measured; target {speedup:g}×)"), seen
+    return spec.min_size, (f"even at its smallest input ({spec.min_size} px) {backbone} is only "
+                           f"{seen.get(spec.min_size, float('nan')):.1f}× faster than the teacher under ONNX Runtime "
+                           f"(target {speedup:g}×): the student may not be fast enough"), seen
+
+# %% ../nbs/05_distill.ipynb #b796396e
 def choose_student(ds:Dataset, # the dataset
                    teacher_flops:float, # FLOPs of one teacher forward pass
-                   speedup:float=3.0, # see `student_size`
+                   speedup:float=3.0, # see `latency_student_size`
+                   teacher:tuple|None=None, # (teacher module, its input size) to time; None: FLOPs alone
                   ) -> tuple:
     "The student for `ds` and this teacher: (name, input size, one sentence why)."
+    from smallwb.edge import ExportError
     m = median_short_side(ds)
     if m < SMALL_SIDE:
         return 'cnn', STUDENTS['cnn']['size'], f"median short side {m:g} px < {SMALL_SIDE}: the compact CNN at 16 px"
+    photos = f"photos (median short side {m:g} px)"
     s, why = student_size(teacher_flops, 'lite0', speedup, len(ds.classes))
-    return 'lite0', s, f"photos (median short side {m:g} px): {why}"
+    if teacher is None: return 'lite0', s, f"{photos}: {why}"
+    try: s, why, _ = latency_student_size(*teacher, 'lite0', speedup, len(ds.classes))
+    except ExportError as e: return 'lite0', s, f"{photos}: {why} (latency not measured: {e})"
+    return 'lite0', s, f"{photos}: {why}"
 
 # %% ../nbs/05_distill.ipynb #132a7357
 def quick_teacher(ds:Dataset, # the dataset
@@ -530,7 +567,8 @@ def distill(ds:Dataset, # the dataset
             student:str='auto', # a key of `STUDENTS`, or 'auto' (`choose_student`)
             size:int|None=None, # the student's input size; default: chosen with the student
             pseudo:str|None='auto', # 'auto' (hard for head students, soft for whole ones), 'soft', 'hard' or None
-            speedup:float=3.0, # an 'auto' photo student costs at most 1/speedup of the teacher's FLOPs
+            speedup:float=3.0, # an 'auto' photo student is this much faster than the teacher (`latency_student_size`)
+            measure:bool=True, # size an 'auto' photo student by timing it and the teacher under ONNX Runtime
             holdout:float=0.1, # fraction of the pool kept out of a whole student's training, to estimate agreement
             folds:int=5, # cross-fitting folds for a head student's agreement
             cache:FeatureCache|None=None, # default: the shared on-disk cache
@@ -542,7 +580,8 @@ def distill(ds:Dataset, # the dataset
     t_flops = flops(tmodel, tmeta['size'])
     why = f"student {student!r} as asked"
     if student == 'auto':
-        student, size_, why = choose_student(ds, t_flops, speedup)
+        timed = (tmodel, tmeta['size']) if measure and size is None else None
+        student, size_, why = choose_student(ds, t_flops, speedup, timed)
         size = size or size_
     if student not in STUDENTS: raise ValueError(f"unknown student {student!r}; known: auto, {', '.join(STUDENTS)}")
     fit = STUDENTS[student]['fit']

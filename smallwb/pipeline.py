@@ -623,7 +623,8 @@ def _record(run_dir:Path, info:dict, results:dict, stage:str|None, e:BaseExcepti
         else: line += f' (traceback in {run_dir/"error.log"})'
     status = 'interrupted' if interrupted else 'failed'
     notes = []
-    try: write_summary(run_dir, info['stages'], results, failed=stage, error=line, not_counted=info['not_counted'])
+    try: write_summary(run_dir, info['stages'], results, failed=stage, error=line, not_counted=info['not_counted'],
+                       data=info.get('data'))
     except Exception as w: notes.append(f"summary.md could not be written ({type(w).__name__}: {_one_line(w, 120)})")
     try: write_json(run_dir/'run.json', {**info, 'status': status, 'failed_stage': stage, 'error': line})
     except Exception as w: notes.append(f"run.json could not be written ({type(w).__name__}: {_one_line(w, 120)})")
@@ -648,14 +649,19 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
               log=print, # where progress lines go
              ) -> Path:
     "Check, then run a chain of experiment notebooks into `runs_dir/name`; write run.json, summary.md, overview.png."
-    found, stages, declared, params, plan, cache = check_run(stages, params, exp_dir, log)
+    checked = []  # what the checks said about the data (how each folder was read, warnings): kept for summary.md
+    def log_check(line):
+        checked.append(line)
+        log(line)
+    found, stages, declared, params, plan, cache = check_run(stages, params, exp_dir, log_check)
+    checked = [l for l in checked if l.startswith(('data', 'warning'))]
     run_dir = open_run_dir(runs_dir, name)
     if (run_dir/'run.json').exists() and _status(run_dir) == 'running':
         log(f"{run_dir.name}: the previous run into this folder never finished (killed?): run.json said 'running'")
     earlier, not_counted = earlier_stages(run_dir, stages, params, declared, cache)
     for s, why in not_counted.items(): log(f"{s}: the earlier outputs in {run_dir/s} do not count for this run: {why}")
     info = {'stages': sorted(set(stages) | set(earlier), key=list(found).index), 'ran': stages, 'params': params,
-            'not_counted': not_counted}
+            'not_counted': not_counted, 'data': checked}
     results, current = {s: stage_metrics(run_dir, s) for s in earlier}, None
     try:
         write_json(run_dir/'run.json', {**info, 'status': 'running'})
@@ -665,7 +671,7 @@ def run_chain(stages:list|None=None, # stage names in order; default `default_ch
             results[s] = run_stage(s, found[s], run_dir, plan[s], kernel)
             log(f"[{i}/{len(stages)}] {s}: done in {time.time()-t0:.0f}s  {_headline(results[s])}")
         current = None
-        write_summary(run_dir, info['stages'], results, not_counted=not_counted)
+        write_summary(run_dir, info['stages'], results, not_counted=not_counted, data=checked)
         write_json(run_dir/'run.json', {**info, 'status': 'done'})
     except BaseException as e: raise _record(run_dir, info, results, current, e) from None
     log(f"report: {run_dir/'summary.md'}")
@@ -790,6 +796,7 @@ def write_summary(run_dir, # the run folder
                   failed:str|None=None, # the stage that failed, if one did
                   error:str|None=None, # the one-line error the run stopped with
                   not_counted:dict|None=None, # stage → why its earlier outputs do not count
+                  data:list|None=None, # what the checks said about the data (layout lines, warnings), in order
                  ) -> Path:
     "Write `summary.md` (and `overview.png`) for the stages that finished."
     run_dir = Path(run_dir)
@@ -797,6 +804,7 @@ def write_summary(run_dir, # the run folder
     if failed: lines += [f'**Stage `{failed}` failed**: see [`{failed}.ipynb`]({failed}.ipynb).', '']
     if error: lines += [f'The run stopped: {error}', '']
     lines += [f'Not counted: `{s}` ({why}).' for s, why in (not_counted or {}).items()] + ([''] if not_counted else [])
+    lines += [f'- {l}' for l in (data or [])] + ([''] if data else [])
     lines += _skipped_md(run_dir, stages)
     done = {s: results[s] for s in stages if s in results}
     if done:

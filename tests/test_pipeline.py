@@ -234,6 +234,18 @@ def test_stop_on_failure(exps, tmp_path):
                                                      'summary.md']  # the failed attempt's notebook and its own folder
 
 
+def test_the_data_warnings_reach_summary_md(exps, tmp_path):
+    "A test set that lacks a class warns in the log before the stages; summary.md and run.json keep that warning."
+    folder = tmp_path/'photos'
+    class_folder(folder/'train', n=4)
+    class_folder(folder/'test', classes=('cat',), n=2, start=50)
+    logs = []
+    run = run_chain(['ok'], {'data': str(folder), 'labels_per_class': 2}, 'w', tmp_path/'runs', exp_dir=exps,
+                    log=logs.append)
+    warn = next(l for l in logs if l.startswith('warning') and "no images of class 'dog'" in l)
+    assert f'- {warn}' in (run/'summary.md').read_text() and warn in read_json(run/'run.json')['data']
+
+
 def test_failures_before_any_stage_end_in_one_line(exps, tmp_path, monkeypatch, capsys):
     "Issue 13 kind 4: a runs folder that cannot be written (read-only, or a file) and an unwritable run.json."
     monkeypatch.setenv('SMALLWB_EXPERIMENTS', str(exps))
