@@ -322,6 +322,18 @@ repeat exactly.
   `weighted_kmeans` there, so none was added. This run uses 10 seeds (the earlier one 5) to narrow the noise.
 - "Labels to 95%" of random comes from a noisy crossing: random's mean curve is flat near the target, so every ratio
   carries that noise; the bootstrap interval says how much.
+- Hymenoptera, why strategies dip below random (measured in `bench/active_budget/photos_dev.md` by
+  `bench/active_budget/photos_dev.py`, on 10 development splits of train/ only; val/ not read): with the default
+  `HeadScorer`, random labels already bring the lite0 head within 2-3 points of its full-pool accuracy after ~10
+  labels, and margin / weighted_kmeans track random within noise there (mean difference over all budgets +0.1 and
+  -0.3 points; worst -1.2 and -2.7); their first picks are not more class-skewed or less typical than random's
+  (3.6 vs 3.4 of 5 from one class; typicality percentile 0.46/0.44 vs 0.42). So there is no headroom for a strategy
+  to use, and the dips in the tables above are that noise (one val/ photo is 0.65 points), not a systematic loss.
+  With a scorer that leaves headroom (scikit-learn LogisticRegression, C=0.5 or 0.01) every strategy is at or
+  above random at every budget (+3.2 to +4.7 points on average) - but that scorer is worse in absolute terms with
+  few labels (0.69-0.74 at 7 labels vs the HeadScorer's 0.87), so it would not help a user: `HeadScorer` stays.
+  The photo target ("no strategy below random at any budget") is therefore missed by noise-sized margins, with
+  this cause; on photos, labelling at random costs nothing against the strategies.
 - Query-by-committee with KL disagreement tends to lose to random on digits; a likely reason (not verified): heads
   trained on bootstrap samples of 20–100 labels disagree most on outliers. Vote entropy does much better.
 """
