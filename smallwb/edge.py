@@ -535,8 +535,8 @@ def profile(engines:dict, # name → a batch → logits function (`torch_fn`, `o
             size:int, # input size
             batch_sizes=(1, 32), # batches to time
             threads:int=2, # intra-op threads for every engine (set the ORT sessions to the same)
-            runs:int=50, # timed runs per engine and batch size
-            warmup:int=5, # untimed runs first
+            runs:int=50, # timed runs per engine at batch 1; a batch of b gets max(5, runs // b): about as many images
+            warmup:int=5, # untimed runs first (at most 2 for batches above 1)
             seed:int=0, # seed of the random inputs
            ) -> pd.DataFrame:
     "Latency percentiles of each engine at each batch size, timed interleaved: one row per (engine, batch)."
@@ -544,8 +544,9 @@ def profile(engines:dict, # name → a batch → logits function (`torch_fn`, `o
     rows = []
     with torch_threads(threads), torch.inference_mode():
         for b in batch_sizes:
-            t = time_interleaved({k: (lambda f=f: f(x[b])) for k, f in engines.items()}, runs, warmup)
-            rows += [dict(engine=k, batch=b, threads=threads, runs=runs, **percentiles(v)) for k, v in t.items()]
+            n, w = (runs, warmup) if b == 1 else (max(5, runs // b), min(warmup, 2))
+            t = time_interleaved({k: (lambda f=f: f(x[b])) for k, f in engines.items()}, n, w)
+            rows += [dict(engine=k, batch=b, threads=threads, runs=n, **percentiles(v)) for k, v in t.items()]
     df = pd.DataFrame(rows)
     df['per_image_ms'] = df.p50_ms / df.batch
     return df

@@ -175,7 +175,7 @@ def test_dynamic_quantization(pixel_model, digits_data, tmp_path):
 def test_profile_and_cpu(pixel_model):
     m, _, path = pixel_model
     df = profile({'torch': torch_fn(m), 'ort': onnx_fn(path, 1)}, SIZE, (1, 4), threads=1, runs=50, warmup=2)
-    assert len(df) == 4 and (df.runs == 50).all() and (df.p50_ms <= df.p99_ms).all() and (df.threads == 1).all()
+    assert len(df) == 4 and dict(zip(df.batch, df.runs)) == {1: 50, 4: 12} and (df.p50_ms <= df.p99_ms).all() and (df.threads == 1).all()
     c = cpu_info()
     assert isinstance(c['vnni'], bool) and c['cores'] >= 1 and c['cpu']
 
