@@ -559,6 +559,15 @@ def holdout_agreement(model:nn.Module, # the trained student
     s = predict_logits(model, ds, held_out, **model_input(recipe)).argmax(1)
     return _agreement(s == t, 'pool items held out of the student\'s training')
 
+# %% ../nbs/05_distill.ipynb #cff94f5f
+def _pooled(reports:list) -> dict:
+    "One agreement report from several on disjoint items (counts added; the `agreement_on` texts joined)."
+    n = sum(r['agreement_n'] for r in reports)
+    if not n: return {}
+    k = sum(round(r['agreement'] * r['agreement_n']) for r in reports if r['agreement_n'])
+    on = ' and '.join(f"{r['agreement_n']} {r['agreement_on']}" for r in reports) if len(reports) > 1 else None
+    return dict(agreement=k / n, agreement_ci=wilson(k, n), agreement_n=n, agreement_on=on or reports[0]['agreement_on'])
+
 # %% ../nbs/05_distill.ipynb #7847ffd3
 def distill(ds:Dataset, # the dataset
             train_idx, # labeled items
@@ -569,7 +578,7 @@ def distill(ds:Dataset, # the dataset
             pseudo:str|None='auto', # 'auto' (hard for head students, soft for whole ones), 'soft', 'hard' or None
             speedup:float=3.0, # an 'auto' photo student is this much faster than the teacher (`latency_student_size`)
             measure:bool=True, # size an 'auto' photo student by timing it and the teacher under ONNX Runtime
-            holdout:float=0.1, # fraction of the pool kept out of a whole student's training, to estimate agreement
+            holdout:float=0.1, # fraction of the pool kept out of the student's training (the report's `held_out`)
             folds:int=5, # cross-fitting folds for a head student's agreement
             cache:FeatureCache|None=None, # default: the shared on-disk cache
             seed:int=0, # seed of training and of the held-out draw
@@ -587,20 +596,18 @@ def distill(ds:Dataset, # the dataset
     fit = STUDENTS[student]['fit']
     if pseudo == 'auto': pseudo = 'hard' if fit == 'head' else 'soft'
     pool_idx = np.asarray([] if pool_idx is None else pool_idx, dtype=np.int64)
+    held = np.sort(np.random.default_rng(seed).permutation(pool_idx)[:int(round(holdout * len(pool_idx)))]
+                   if pseudo else pool_idx)
+    fitted = np.setdiff1d(pool_idx, held)
     if fit == 'head':
         kw = dict(student=student, size=size, cache=cache)
-        model, info = fit_head_student(ds, train_idx, teacher=teacher, pool_idx=pool_idx, pseudo=pseudo, seed=seed,
-                                       **kw)
-        if pseudo and len(pool_idx) > 1: ag = head_agreement(ds, train_idx, teacher, pool_idx, folds, seed, **kw)
-        else: ag = holdout_agreement(model, info['recipe'], ds, teacher, pool_idx, cache) if len(pool_idx) else {}
+        model, info = fit_head_student(ds, train_idx, teacher=teacher, pool_idx=fitted, pseudo=pseudo, seed=seed, **kw)
+        parts = [head_agreement(ds, train_idx, teacher, fitted, folds, seed, **kw)] if len(fitted) > 1 else []
     else:
-        n_held = int(round(holdout * len(pool_idx)))
-        held = np.random.default_rng(seed).permutation(pool_idx)[:n_held] if pseudo else pool_idx
-        learn, info = fit_student(ds, train_idx, student, teacher, np.setdiff1d(pool_idx, held) if pseudo else None,
-                                  pseudo,
+        learn, info = fit_student(ds, train_idx, student, teacher, fitted if pseudo else None, pseudo,
                                   size=size, cache=cache, seed=seed, **kwargs)
-        model = learn.model.eval().cpu()
-        ag = holdout_agreement(model, info['recipe'], ds, teacher, held, cache) if len(held) else {}
+        model, parts = learn.model.eval().cpu(), []
+    if len(held): parts.append(holdout_agreement(model, info['recipe'], ds, teacher, held, cache))
     s_flops = flops(model, info['recipe']['size'])
     return model, dict(info, why=why, fit=fit, teacher_flops=t_flops, student_flops=s_flops,
-                       flops_ratio=t_flops / s_flops, **ag)
+                       flops_ratio=t_flops / s_flops, held_out=[int(i) for i in held], **_pooled(parts))

@@ -20,8 +20,8 @@ from .distill import wilson  # importing distill also registers its students in 
 __all__ = ['INPUT', 'OUTPUT', 'SMALL_SET', 'fallback_model', 'ExportError', 'ParityError', 'Int8Error', 'export_onnx',
            'export_checkpoint', 'onnx_metadata', 'session', 'OnnxModule', 'normalize_np', 'resized', 'preprocess',
            'OnnxClassifier', 'check_parity', 'ImageReader', 'model_inputs', 'quantize', 'sensitive_ends', 'node_errors',
-           'required_agreement', 'quantize_within_budget', 'choose_shipped', 'torch_fn', 'onnx_fn', 'cpu_info',
-           'percentiles', 'time_interleaved', 'profile', 'plot_latency', 'plot_tradeoff']
+           'required_agreement', 'int8_images', 'quantize_within_budget', 'choose_shipped', 'torch_fn', 'onnx_fn',
+           'cpu_info', 'percentiles', 'time_interleaved', 'profile', 'plot_latency', 'plot_tradeoff']
 
 # %% ../nbs/08_edge.ipynb #5
 def fallback_model(ds:Dataset, # the dataset
@@ -396,6 +396,28 @@ def required_agreement(n:int, # images the choice is measured on
     "The top-1 agreement with fp32 an int8 model needs: 99% on under `SMALL_SET` images, else 1 - budget if unlabelled."
     if n < SMALL_SET: return 0.99
     return 0. if labels else max(0., 1 - budget / 100)
+
+# %% ../nbs/08_edge.ipynb #9f702726
+def int8_images(split, # the run's `data.Split`
+                held_out=None, # training items the model did not learn from (`distill`'s `held_out`); None: the pool
+                calibration_size:int=128, # images that calibrate the int8 ranges
+                choice_size:int=512, # images int8 must agree with fp32 on (they choose the float nodes)
+                seed:int=0, # seed of the draws
+               ) -> tuple:
+    "(calibration items, choice items, what the choice images are); never test items."
+    rng = np.random.default_rng(seed)
+    train = rng.permutation(np.concatenate([split.labeled, split.pool]).astype(np.int64))
+    unseen = rng.permutation(np.asarray(split.pool if held_out is None else held_out, dtype=np.int64))
+    fitted = train[~np.isin(train, unseen)]
+    if len(split.valid):
+        return train[:calibration_size], np.asarray(split.valid), f'{len(split.valid)} validation images'
+    top = max(0, min(calibration_size - len(fitted), len(unseen) // 2))
+    calib, choice = np.concatenate([fitted[:calibration_size], unseen[:top]]), unseen[top:top + choice_size]
+    if len(choice): return calib, choice, f'{len(choice)} training images the model did not learn from'
+    choice = fitted[calibration_size:calibration_size + choice_size]
+    if len(choice): return calib, choice, (f'{len(choice)} training images the model was fitted to '
+                                           '(optimistic: it did not leave any out)')
+    return calib, calib[:choice_size], f'the {len(calib[:choice_size])} calibration images (a tiny data set)'
 
 # %% ../nbs/08_edge.ipynb #7bc8b04c
 def _attempt(fp32:nn.Module, path:Path, ds:Dataset, idxs, meta:dict, labels:bool, threads) -> dict:

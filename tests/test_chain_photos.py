@@ -44,3 +44,8 @@ def test_the_chain_on_a_tiny_real_photo_folder(tmp_path):
     assert m['transfer']['model'] == 'model.pth' and m['transfer']['accuracy'] is not None
     assert (run/'edge'/'model.int8.onnx').exists() and m['edge']['took'] in (handed, 'transfer/model.pth')
     assert '| stage | took | gave |' in (run/'summary.md').read_text()
+    # int8 is judged on images the shipped model did not learn from: the student's held-out pool items, else the pool
+    q = m['edge']['int8']
+    assert 'did not learn from' in q['chosen_on'], q['chosen_on']
+    if m['edge']['shipped'] == 'student': assert q['n'] == len(m['distill']['held_out']) >= 1
+    else: assert q['n'] == 3  # half of the 6 pool photos: the other half tops up the calibration set

@@ -150,6 +150,7 @@ def test_distill_on_digits_picks_the_cnn_and_holds_out_pool(data, teacher, tmp_p
     model, rep = distill(ds, sp.labeled, teacher, sp.pool[:50], epochs=1, cache=FeatureCache(tmp_path))
     assert (rep['student'], rep['fit'], rep['pseudo_mode'], rep['n_pseudo'], rep['agreement_n']) == ('cnn', 'fastai',
                                                                                                      'soft', 45, 5)
+    assert len(rep['held_out']) == 5 and set(rep['held_out']) <= set(sp.pool[:50].tolist())
     assert rep['agreement_ci'][0] <= rep['agreement'] <= rep['agreement_ci'][1] and rep['flops_ratio'] > 1
     with pytest.raises(ValueError, match="unknown student 'vgg'"): distill(ds, sp.labeled, teacher, sp.pool[:10],
                                                                            student='vgg')
@@ -163,8 +164,11 @@ def test_photo_student_is_a_pretrained_head(photos, tmp_path):
     name, size, why = choose_student(ds, flops(load_teacher(t)[0], 64) * 50)
     assert name == 'lite0' and size % 16 == 0 and 'photos' in why
     model, rep = distill(ds, sp.labeled, t, sp.pool, size=48, cache=cache, speedup=1.0)
-    assert rep['fit'] == 'head' and rep['pseudo_mode'] == 'hard' and rep['n_pseudo'] == len(sp.pool)
-    assert rep['agreement_n'] == len(sp.pool) and 0 <= rep['agreement'] <= 1 and 'cross-fitting' in rep['agreement_on']
+    held = rep['held_out']  # 10% of the pool, kept out of the head's fit (the edge stage judges int8 on them)
+    assert len(held) == round(0.1 * len(sp.pool)) and set(held) <= set(sp.pool.tolist())
+    assert rep['fit'] == 'head' and rep['pseudo_mode'] == 'hard' and rep['n_pseudo'] == len(sp.pool) - len(held)
+    assert rep['agreement_n'] == len(sp.pool) and 0 <= rep['agreement'] <= 1  # every pool item, each out of its fit
+    assert 'cross-fitting' in rep['agreement_on'] and "held out of the student's training" in rep['agreement_on']
     assert rep['recipe']['size'] == 48 and model(torch.zeros(1, 3, 48, 48)).shape == (1, 2)
     with pytest.raises(ValueError, match='hard pseudo-labels'): fit_head_student(ds, sp.labeled, teacher=t,
                                                                                  pool_idx=sp.pool, pseudo='soft')
