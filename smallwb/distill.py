@@ -566,7 +566,8 @@ def _pooled(reports:list) -> dict:
     if not n: return {}
     k = sum(round(r['agreement'] * r['agreement_n']) for r in reports if r['agreement_n'])
     on = ' and '.join(f"{r['agreement_n']} {r['agreement_on']}" for r in reports) if len(reports) > 1 else None
-    return dict(agreement=k / n, agreement_ci=wilson(k, n), agreement_n=n, agreement_on=on or reports[0]['agreement_on'])
+    return dict(agreement=k / n, agreement_ci=wilson(k, n), agreement_n=n,
+                agreement_on=on or reports[0]['agreement_on'])
 
 # %% ../nbs/05_distill.ipynb #7847ffd3
 def distill(ds:Dataset, # the dataset

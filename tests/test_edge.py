@@ -202,6 +202,19 @@ def test_small_sets_need_99_percent_agreement():
     assert required_agreement(1000, 1.0, False) == 0.99 and required_agreement(1000, 0.5, False) == 0.995
 
 
+def test_a_perfect_small_sample_is_not_enough_when_int8_moves_margins_past_others():
+    "22 of 22 images agree, but int8 shifts margins by as much as other images' margins: the expected agreement says no."
+    from smallwb.edge import _passes, expected_agreement
+    margins = np.linspace(0.5, 6, 22)
+    a = np.stack([margins, np.zeros(22)], 1)
+    b = a - np.stack([np.r_[np.full(21, 0.2), 2.0], np.zeros(22)], 1)  # the widest margin (6) loses 2: still agrees
+    assert (a.argmax(1) == b.argmax(1)).all()
+    e = expected_agreement(a, b)
+    assert abs(e - (1 - 6 / 22**2)) < 1e-9  # that change of -2 would flip the 6 images whose margin is under 2
+    assert not _passes(dict(agreement=1.0, expected_agreement=e), budget=100, need=0.99)
+    assert _passes(dict(agreement=1.0, expected_agreement=1.0), budget=100, need=0.99)
+
+
 def test_agreement_rule_refuses_a_drop_within_budget(pixel_model, digits_data, tmp_path):
     "On fewer than 200 images a drop within budget is not enough: the agreement must reach 99% (or what is asked)."
     ds, sp, x = digits_data

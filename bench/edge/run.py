@@ -156,8 +156,8 @@ interleaving keeps the ratios fair.
 
 int8: static QDQ, per-channel, 128 calibration images from the training split; the nodes kept in float are chosen on
 up to 512 *other* training images the model did not learn from (`edge.int8_images`: the pool for a model fitted to
-the labels, the pool items `distill` held out for a student fitted to the pool's pseudo-labels) by agreement with fp32
-(≥ 99% below 200 images, else ≥ 1 − budget; no labels used); the test set is then scored once. Budget: {budget}
+the labels, the pool items `distill` held out for a student fitted to the pool's pseudo-labels) by agreement with fp32,
+observed and expected (`edge.expected_agreement`; ≥ 99% below 200 images, else ≥ 1 − budget; no labels used); the test set is then scored once. Budget: {budget}
 points."""
 
 WHY = """Reading the targets: static int8 pays off on CPUs with int8 dot-product instructions (AVX-512 VNNI,
@@ -189,7 +189,7 @@ def _targets(r) -> str:
             f"vs torch ×{st:.2f} (≥ ×{TARGETS['int8_vs_torch']}: {ok(st >= TARGETS['int8_vs_torch'])}); "
             f"file {ratio:.3f}× fp32 (≤ {TARGETS['max_size_ratio']}×: {ok(ratio <= TARGETS['max_size_ratio'])}); "
             f"test drop {drop:+.2f} points (≤ {TARGETS['max_drop_points']}: {ok(drop <= TARGETS['max_drop_points'])}); "
-            f"choice: agreement {q['agreement']:.3f} on {r['chosen_on']} "
+            f"choice: agreement {q['agreement']:.3f} (expected {q['expected_agreement']:.3f}) on {r['chosen_on']} "
             f"(required {q['required_agreement']:.3f}), {len(q['excluded'])} nodes kept in float, "
             + ('passed.' if q['within_budget'] else 'NOT passed: fp32 ships.'))
 
