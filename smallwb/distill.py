@@ -560,14 +560,13 @@ def holdout_agreement(model:nn.Module, # the trained student
     return _agreement(s == t, 'pool items held out of the student\'s training')
 
 # %% ../nbs/05_distill.ipynb #cff94f5f
-def _pooled(reports:list) -> dict:
-    "One agreement report from several on disjoint items (counts added; the `agreement_on` texts joined)."
+def _pooled(reports:list, on:str|None=None) -> dict:
+    "One agreement report from several on disjoint items (counts added); `on` says what they are, when several."
     n = sum(r['agreement_n'] for r in reports)
     if not n: return {}
     k = sum(round(r['agreement'] * r['agreement_n']) for r in reports if r['agreement_n'])
-    on = ' and '.join(f"{r['agreement_n']} {r['agreement_on']}" for r in reports) if len(reports) > 1 else None
     return dict(agreement=k / n, agreement_ci=wilson(k, n), agreement_n=n,
-                agreement_on=on or reports[0]['agreement_on'])
+                agreement_on=on if len(reports) > 1 else reports[0]['agreement_on'])
 
 # %% ../nbs/05_distill.ipynb #7847ffd3
 def distill(ds:Dataset, # the dataset
@@ -609,6 +608,8 @@ def distill(ds:Dataset, # the dataset
                                   size=size, cache=cache, seed=seed, **kwargs)
         model, parts = learn.model.eval().cpu(), []
     if len(held): parts.append(holdout_agreement(model, info['recipe'], ds, teacher, held, cache))
+    on = (f"pool items, each scored by a head not fitted to it ({len(fitted)} by {folds}-fold cross-fitting, "
+          f"{len(held)} held out of the student's training)")
     s_flops = flops(model, info['recipe']['size'])
     return model, dict(info, why=why, fit=fit, teacher_flops=t_flops, student_flops=s_flops,
-                       flops_ratio=t_flops / s_flops, held_out=[int(i) for i in held], **_pooled(parts))
+                       flops_ratio=t_flops / s_flops, held_out=[int(i) for i in held], **_pooled(parts, on))

@@ -203,7 +203,7 @@ def test_small_sets_need_99_percent_agreement():
 
 
 def test_a_perfect_small_sample_is_not_enough_when_int8_moves_margins_past_others():
-    "22 of 22 images agree, but int8 shifts margins by as much as other images' margins: the expected agreement says no."
+    "22 of 22 images agree, but int8 shifts a margin by more than other images' margins: expected agreement says no."
     from smallwb.edge import _passes, expected_agreement
     margins = np.linspace(0.5, 6, 22)
     a = np.stack([margins, np.zeros(22)], 1)
